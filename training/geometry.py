@@ -1,0 +1,116 @@
+"""Box geometry shared by the importers, the review UI's caption lint and the Stage-1 loss.
+
+Boxes are pixel ``[x0, y0, x1, y1]`` with the origin top-left and y growing downwards,
+``0 <= x0 < x1 <= width`` and ``0 <= y0 < y1 <= height`` (``shared/FORMATS.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Box = tuple[float, float, float, float]
+
+CONTAINS_FRACTION = 0.9
+OVERLAP_IOU = 0.1
+
+RELATIONS = ("left of", "right of", "above", "below", "overlaps", "contains", "inside")
+INVERSE = {
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
+    "overlaps": "overlaps",
+    "contains": "inside",
+    "inside": "contains",
+}
+
+
+class BoxError(ValueError):
+    """A box that cannot be stored: not finite, empty, inverted or outside its image."""
+
+
+@dataclass(frozen=True)
+class FittedBox:
+    box: Box
+    clipped: bool
+
+
+def from_xywh(x: float, y: float, w: float, h: float) -> Box:
+    """COCO / Visual Genome ``[x, y, w, h]`` to ``[x0, y0, x1, y1]``.
+
+    >>> from_xywh(10, 20, 30, 40)
+    (10.0, 20.0, 40.0, 60.0)
+    """
+    return (float(x), float(y), float(x) + float(w), float(y) + float(h))
+
+
+def fit_box(box: Box, width: int, height: int, tolerance: float) -> FittedBox:
+    """Validate ``box`` against its image, clipping a spill of at most ``tolerance`` pixels.
+
+    Real annotation files (Visual Genome above all) hold boxes a few pixels past the edge;
+    those are clipped and reported. A box further out, empty or not finite is an error.
+
+    >>> fit_box((-2, 0, 50, 101), 100, 100, tolerance=4)
+    FittedBox(box=(0.0, 0.0, 50.0, 100.0), clipped=True)
+    >>> fit_box((0, 0, 0, 10), 100, 100, tolerance=4)
+    Traceback (most recent call last):
+    ...
+    training.geometry.BoxError: box has zero or negative size: [0, 0, 0, 10]
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    shown = "[" + ", ".join(f"{v:g}" for v in (x0, y0, x1, y1)) + "]"
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise BoxError(f"box has a non-finite coordinate: {shown}")
+    if x1 <= x0 or y1 <= y0:
+        raise BoxError(f"box has zero or negative size: {shown}")
+    spill = max(-x0, -y0, x1 - width, y1 - height, 0.0)
+    if spill > tolerance:
+        raise BoxError(
+            f"box {shown} lies {spill:g} px outside the {width}x{height} image "
+            f"(at most {tolerance:g} px is clipped)"
+        )
+    cx0, cy0 = max(x0, 0.0), max(y0, 0.0)
+    cx1, cy1 = min(x1, float(width)), min(y1, float(height))
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise BoxError(f"box {shown} has no area inside the {width}x{height} image")
+    return FittedBox((cx0, cy0, cx1, cy1), clipped=spill > 0)
+
+
+def area(box: Box) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def intersection(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def spatial_relation(i: Box, j: Box) -> str:
+    """GT_SpatialRel(i, j) from ``shared/FORMATS.md``: how region i stands to region j.
+
+    >>> spatial_relation((0, 0, 10, 10), (20, 0, 30, 10))
+    'left of'
+    >>> spatial_relation((0, 0, 100, 100), (10, 10, 20, 20))
+    'contains'
+    >>> spatial_relation((10, 10, 20, 20), (0, 0, 100, 100))
+    'inside'
+    >>> spatial_relation((0, 0, 10, 10), (0, 30, 10, 40))
+    'above'
+    """
+    a_i, a_j = area(i), area(j)
+    n = intersection(i, j)
+    if a_j > 0 and n / a_j >= CONTAINS_FRACTION and a_i > a_j:
+        return "contains"
+    if a_i > 0 and n / a_i >= CONTAINS_FRACTION and a_j > a_i:
+        return "inside"
+    union = a_i + a_j - n
+    # Equal areas that would tie rules 1-2 always have IoU >= 0.81, so land here too.
+    if union > 0 and n / union >= OVERLAP_IOU:
+        return "overlaps"
+    dx = (j[0] + j[2]) / 2 - (i[0] + i[2]) / 2
+    dy = (j[1] + j[3]) / 2 - (i[1] + i[3]) / 2
+    if abs(dx) >= abs(dy):
+        return "left of" if dx > 0 else "right of"
+    return "above" if dy > 0 else "below"

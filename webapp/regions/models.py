@@ -1,0 +1,127 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Region(models.Model):
+    """A box on an image with its phrase and caption.
+
+    The box is pixel ``[x0, y0, x1, y1]`` (shared/FORMATS.md). The image's width and height
+    are copied here so check constraints can hold the whole contract
+    ``0 <= x0 < x1 <= width``, ``0 <= y0 < y1 <= height`` in the database itself.
+    ``version`` grows with every change; writers send the version they read and get a
+    conflict when it moved (optimistic concurrency). Every change after creation is kept in
+    ``RegionChange``; bulk creation is recorded by the ``run`` the region points to.
+    """
+
+    class Origin(models.TextChoices):
+        GT = "gt"
+        DETECTOR = "detector"
+        HUMAN = "human"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
+    image = models.ForeignKey("catalog.Image", on_delete=models.CASCADE, related_name="regions")
+    image_width = models.PositiveIntegerField()
+    image_height = models.PositiveIntegerField()
+    x0 = models.FloatField()
+    y0 = models.FloatField()
+    x1 = models.FloatField()
+    y1 = models.FloatField()
+    phrase = models.CharField(max_length=512, blank=True)
+    caption = models.TextField(blank=True)
+    score = models.FloatField(null=True, blank=True)
+    origin = models.CharField(max_length=16, choices=Origin.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    flagged = models.BooleanField(default=False)
+    flag_reason = models.CharField(max_length=64, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    source_key = models.CharField(max_length=128, blank=True)
+    run = models.ForeignKey(
+        "jobs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="regions"
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(x0__gte=0, y0__gte=0, x0__lt=F("x1"), y0__lt=F("y1"))
+                & Q(x1__lte=F("image_width"), y1__lte=F("image_height")),
+                name="region_box_inside_image",
+            ),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | Q(score__gte=0, score__lte=1),
+                name="region_score_0_1",
+            ),
+            models.UniqueConstraint(
+                fields=["image", "source_key"],
+                condition=~Q(source_key=""),
+                name="region_source_key_per_image",
+            ),
+        ]
+        indexes = [
+            # Review queue: pending regions per image, and the per-image page.
+            models.Index(fields=["image", "status"], name="region_image_status"),
+            # Export: accepted regions in id order.
+            models.Index(fields=["status", "id"], name="region_status_id"),
+            models.Index(fields=["run"], name="region_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.phrase or 'region'} {self.box}"
+
+    @property
+    def box(self) -> list[float]:
+        return [self.x0, self.y0, self.x1, self.y1]
+
+    def snapshot(self) -> dict:
+        """The editable state, as stored in history before/after."""
+        return {
+            "box": self.box,
+            "phrase": self.phrase,
+            "caption": self.caption,
+            "score": self.score,
+            "origin": self.origin,
+            "status": self.status,
+            "flagged": self.flagged,
+            "version": self.version,
+        }
+
+
+class RegionChange(models.Model):
+    """One change to a region: who or what made it, when, and the state before and after.
+
+    ``region_id`` is kept without a foreign-key constraint so the history of a deleted
+    (human-drawn) region survives its deletion.
+    """
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        DELETE = "delete"
+
+    region = models.ForeignKey(
+        Region, on_delete=models.DO_NOTHING, db_constraint=False, related_name="changes"
+    )
+    action = models.CharField(max_length=8, choices=Action.choices)
+    version = models.PositiveIntegerField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    run = models.ForeignKey(
+        "jobs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(auto_now_add=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["region", "at"], name="regionchange_region_at")]
+        ordering = ["at", "id"]
