@@ -1,0 +1,26 @@
+"""The Celery application: three queues, explicit routing.
+
+- ``gpu``: model inference (detector, local captioners and MLLMs); one process per GPU,
+  prefetch 1, model loaded once per process.
+- ``llm``: calls to OpenAI-compatible endpoints (I/O bound, high concurrency).
+- ``default``: everything else (thumbnails, probes, exports).
+
+Without ``CELERY_BROKER_URL`` every task runs eagerly in the caller's process.
+"""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+app = Celery("fgam")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("default"), Queue("gpu"), Queue("llm"))
+app.conf.task_routes = {
+    "fgam.gpu.*": {"queue": "gpu"},
+    "fgam.llm.*": {"queue": "llm"},
+    "fgam.default.*": {"queue": "default"},
+}
+app.autodiscover_tasks(["workers.tasks"], related_name=None, force=True)

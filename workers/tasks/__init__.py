@@ -1,0 +1,6 @@
+"""Celery tasks: a few lines each, taking ids; the work lives in services and adapters.
+
+Task names carry their queue (``fgam.<queue>.<name>``) so routing is explicit.
+"""
+
+from workers.tasks import catalog  # noqa: F401  (registers the tasks)

@@ -1,0 +1,1 @@
+"""Catalog tasks. Placeholder module body is filled by the Celery work package."""
