@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 # Formats we accept, with the file extension images are stored under.
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+}
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own default limit
 
 
@@ -76,7 +83,7 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
         raise ImageProblem("file is empty")
     image = _open(data, max_pixels)
     width, height = image.size
-    fmt = image.format
+    fmt = str(image.format)
     try:
         if fmt == "JPEG":
             image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))

@@ -23,7 +23,7 @@ def test_it_reports_hash_size_and_format_of_a_good_image():
 def test_a_truncated_image_is_refused(fmt):
     noisy = Image.effect_noise((256, 256), 64).convert("RGB")
     data = encode(noisy, fmt)
-    with pytest.raises(ImageProblem, match="truncated|corrupt"):
+    with pytest.raises(ImageProblem, match=r"truncated|corrupt"):
         inspect_image(data[: len(data) // 2])
 
 
