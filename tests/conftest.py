@@ -39,6 +39,15 @@ def port_open(url: str, default_port: int) -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def plain_static_files(settings):
+    """Tests run without ``collectstatic``: serve static files unhashed, as with DEBUG on."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def postgres() -> None:
     """The test database is PostgreSQL (set DATABASE_URL=postgres://...)."""

@@ -1,6 +1,46 @@
+"""Routes of the REST API under ``/api/`` (schema and docs are in ``webapp.urls``)."""
+
 from django.urls import include, path
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
-router = DefaultRouter()
+from webapp.catalog.api import DatasetViewSet, ImageViewSet
+from webapp.jobs.api import RunViewSet
+from webapp.regions.api import RegionViewSet
 
-urlpatterns = [path("", include(router.urls))]
+
+class TokenView(ObtainAuthToken):
+    """Trade a username and password for the user's API token (created on first use).
+
+    Open to anonymous callers, and reading no session: a logged-in browser posting here
+    without a CSRF token would otherwise be refused by session authentication.
+    """
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    @extend_schema(
+        request=AuthTokenSerializer,
+        responses=inline_serializer("Token", {"token": serializers.CharField()}),
+        auth=[],
+    )
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+router = DefaultRouter()
+router.register("datasets", DatasetViewSet, basename="dataset")
+router.register("images", ImageViewSet, basename="image")
+router.register("regions", RegionViewSet, basename="region")
+router.register("runs", RunViewSet, basename="run")
+
+urlpatterns = [
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("", include(router.urls)),
+]

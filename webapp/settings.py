@@ -165,6 +165,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # drf-spectacular serves the schema to anyone by default; like every page, it needs a login.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Two models have a field called "status": name their enums instead of "Status398Enum".
+    "ENUM_NAME_OVERRIDES": {
+        "RegionStatusEnum": "webapp.regions.models.Region.Status",
+        "RunStatusEnum": "webapp.jobs.models.Run.Status",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------

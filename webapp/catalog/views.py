@@ -1,8 +1,339 @@
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+"""Browsing the catalog: datasets, the image grid and the image page with its regions.
+
+Every page runs a fixed number of SQL queries whatever the data size: counts come from
+aggregates and correlated subqueries, lists use keyset pagination on the primary key. htmx
+requests get a fragment of the same template (``{% partialdef %}``), plain requests the page.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
+from django.shortcuts import get_object_or_404, render
+from django.templatetags.static import static
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
+
+from webapp.catalog.models import Dataset, Image, QuestionItem
+from webapp.catalog.thumbnails import NoStoredBytes, ensure_thumbnail
+from webapp.regions.models import Region
+from workers.imaging import ImageProblem
+
+GRID_PAGE_SIZE = 48
+# The image page lists at most this many regions; filters narrow it down.
+REGION_LIMIT = 1000
+# Thumbnails and originals never change for an image id (its sha256 is its identity).
+IMAGE_MAX_AGE = 60 * 60 * 24 * 30
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+STATUS_CHOICES = [s.value for s in Region.Status]
+ORIGIN_CHOICES = [o.value for o in Region.Origin]
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _is_fragment_request(request: HtmxHttpRequest) -> bool:
+    """An htmx swap wants the fragment; a history restore after a cache miss wants the page."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _render(
+    request: HtmxHttpRequest, template: str, partial: str, context: dict[str, Any]
+) -> HttpResponse:
+    name = f"{template}#{partial}" if _is_fragment_request(request) else template
+    response = render(request, name, context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _count_of(queryset, link: str) -> Coalesce:
+    """A correlated ``COUNT(*)`` of ``queryset`` rows whose ``link`` is the outer row."""
+    counted = (
+        queryset.filter(**{link: OuterRef("pk")})
+        .order_by()
+        .values(link)
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+# --- Datasets ---------------------------------------------------------------------------------
 
 
 @require_GET
-def dataset_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "catalog/dataset_list.html", {})
+def dataset_list(request: HtmxHttpRequest) -> HttpResponse:
+    """Every dataset with its counts, in two queries whatever the number of datasets."""
+    datasets = list(
+        Dataset.objects.order_by("name").annotate(
+            image_count=_count_of(Image.objects.all(), "dataset"),
+            question_count=_count_of(QuestionItem.objects.all(), "image__dataset"),
+        )
+    )
+    region_counts = {
+        row.pop("image__dataset"): row
+        for row in Region.objects.filter(image__dataset__in=[d.pk for d in datasets])
+        .order_by()
+        .values("image__dataset")
+        .annotate(
+            total=Count("pk"),
+            **{s: Count("pk", filter=Q(status=s)) for s in STATUS_CHOICES},
+        )
+    }
+    empty = {"total": 0, **dict.fromkeys(STATUS_CHOICES, 0)}
+    for dataset in datasets:
+        counts = region_counts.get(dataset.pk, empty)
+        dataset.region_counts = counts
+        total = counts["total"] or 1
+        dataset.status_shares = [
+            (s, counts[s], round(100 * counts[s] / total, 2)) for s in STATUS_CHOICES
+        ]
+    return _render(request, "catalog/dataset_list.html", "datasets", {"datasets": datasets})
+
+
+# --- The image grid ---------------------------------------------------------------------------
+
+
+def _int_param(request: HttpRequest, name: str) -> int | None:
+    value = request.GET.get(name, "")
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise Http404(f"{name} must be an integer") from None
+    if number < 0:
+        raise Http404(f"{name} must not be negative")
+    return number
+
+
+@require_GET
+def image_grid(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """Thumbnails of a dataset, ``GRID_PAGE_SIZE`` at a time after ``?after=<id>``."""
+    dataset = get_object_or_404(Dataset, name=name)
+    split = request.GET.get("split")
+    if split is not None and split not in Image.Split.values:
+        raise Http404("unknown split")
+    after = _int_param(request, "after")
+
+    images = Image.objects.filter(dataset=dataset)
+    if split is not None:
+        images = images.filter(split=split)
+    if after is not None:
+        images = images.filter(pk__gt=after)
+    page = list(
+        images.order_by("pk")
+        .only("pk", "sha256", "width", "height", "file_name", "captions", "split", "storage_path")
+        .annotate(region_count=_count_of(Region.objects.all(), "image"))[: GRID_PAGE_SIZE + 1]
+    )
+    next_url = None
+    if len(page) > GRID_PAGE_SIZE:
+        page = page[:GRID_PAGE_SIZE]
+        query = {"after": page[-1].pk} | ({"split": split} if split is not None else {})
+        next_url = f"{request.path}?{urlencode(query)}"
+
+    splits = [("all", None)] + [(value, value) for value in Image.Split.values if value]
+    context = {
+        "dataset": dataset,
+        "images": page,
+        "next_url": next_url,
+        "split": split,
+        "split_links": [
+            (
+                label,
+                request.path + (f"?{urlencode({'split': value})}" if value is not None else ""),
+                value == split,
+            )
+            for label, value in splits
+        ],
+    }
+    return _render(request, "catalog/image_grid.html", "grid_page", context)
+
+
+# --- The image page ---------------------------------------------------------------------------
+
+
+def _svg_number(value: float) -> str:
+    """Pixels with at most three decimals, without trailing zeros: ``12``, ``12.5``."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _filter_links(
+    request: HttpRequest, key: str, values: list[str], counts: dict[str, int], current: dict
+) -> list[dict]:
+    links = []
+    for value in [None, *values]:
+        query = {k: v for k, v in current.items() if v and k != key}
+        if value:
+            query[key] = value
+        links.append(
+            {
+                "label": value or "all",
+                "count": counts[value] if value else counts["total"],
+                "url": request.path + (f"?{urlencode(query)}" if query else ""),
+                "active": current.get(key) == value,
+            }
+        )
+    return links
+
+
+@require_GET
+def image_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """One image, its regions drawn over it and listed, its captions, metadata and questions."""
+    image = get_object_or_404(Image.objects.select_related("dataset"), pk=pk)
+    status = request.GET.get("status") or None
+    origin = request.GET.get("origin") or None
+    if status is not None and status not in STATUS_CHOICES:
+        raise Http404("unknown status")
+    if origin is not None and origin not in ORIGIN_CHOICES:
+        raise Http404("unknown origin")
+
+    counts = Region.objects.filter(image=image).aggregate(
+        total=Count("pk"),
+        **{v: Count("pk", filter=Q(status=v)) for v in STATUS_CHOICES},
+        **{v: Count("pk", filter=Q(origin=v)) for v in ORIGIN_CHOICES},
+    )
+    regions_qs = Region.objects.filter(image=image).order_by("pk")
+    if status:
+        regions_qs = regions_qs.filter(status=status)
+    if origin:
+        regions_qs = regions_qs.filter(origin=origin)
+    regions = list(regions_qs[: REGION_LIMIT + 1])
+    truncated = len(regions) > REGION_LIMIT
+    regions = regions[:REGION_LIMIT]
+    for region in regions:
+        region.svg = {
+            "x": _svg_number(region.x0),
+            "y": _svg_number(region.y0),
+            "width": _svg_number(region.x1 - region.x0),
+            "height": _svg_number(region.y1 - region.y0),
+        }
+
+    siblings = Image.objects.filter(dataset_id=image.dataset_id).values_list("pk", flat=True)
+    current = {"status": status, "origin": origin}
+    longer_side = max(image.width, image.height)
+    context = {
+        "image": image,
+        "dataset": image.dataset,
+        "regions": regions,
+        "truncated": truncated,
+        "region_limit": REGION_LIMIT,
+        "counts": counts,
+        "status_links": _filter_links(request, "status", STATUS_CHOICES, counts, current),
+        "origin_links": _filter_links(request, "origin", ORIGIN_CHOICES, counts, current),
+        "filtered": bool(status or origin),
+        "questions": list(QuestionItem.objects.filter(image=image).order_by("pk")[:200]),
+        "previous_id": siblings.filter(pk__lt=image.pk).order_by("-pk").first(),
+        "next_id": siblings.filter(pk__gt=image.pk).order_by("pk").first(),
+        "has_file": _has_viewable_file(image),
+        # Label size and padding in image pixels, so labels look the same at any image size.
+        "label_size": max(round(longer_side / 45, 1), 6),
+        "label_pad": max(round(longer_side / 200, 1), 1),
+    }
+    return _render(request, "catalog/image_detail.html", "viewer", context)
+
+
+def _remote_uri(image: Image) -> str | None:
+    return image.uri if image.uri.startswith(("http://", "https://")) else None
+
+
+def _has_viewable_file(image: Image) -> bool:
+    return bool(image.storage_path or _remote_uri(image))
+
+
+# --- Image bytes ------------------------------------------------------------------------------
+
+
+def _etag(image: Image, kind: str) -> str:
+    return f'"{image.sha256}-{kind}"'
+
+
+def _serve_stored(name: str, content_type: str, *, filename: str = "") -> HttpResponseBase:
+    """Stream a file from local storage, or send the browser to it on remote storage (S3)."""
+    try:
+        path = default_storage.path(name)
+    except NotImplementedError:
+        return HttpResponseRedirect(default_storage.url(name))
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - FileResponse closes it
+    except FileNotFoundError:
+        raise NoStoredBytes(name) from None
+    return FileResponse(handle, content_type=content_type, filename=filename)
+
+
+def _cached(response: HttpResponseBase, etag: str) -> HttpResponseBase:
+    if response.status_code == 200:
+        response["ETag"] = etag
+        patch_cache_control(response, private=True, max_age=IMAGE_MAX_AGE)
+    return response
+
+
+def _placeholder() -> HttpResponse:
+    """Shown instead of a thumbnail that cannot be made; not cached, it may appear later."""
+    response = HttpResponseRedirect(static("img/no-image.svg"))
+    patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+@require_GET
+def image_thumb(request: HttpRequest, pk: int) -> HttpResponseBase:
+    image = get_object_or_404(
+        Image.objects.only("pk", "sha256", "storage_path", "thumbnail_path"), pk=pk
+    )
+    etag = _etag(image, f"thumb{settings.FGAM_THUMBNAIL_SIZE}")
+    not_modified = get_conditional_response(request, etag=etag)
+    if not_modified is not None:
+        return not_modified
+    try:
+        name = ensure_thumbnail(image)
+        return _cached(_serve_stored(name, "image/jpeg"), etag)
+    except (NoStoredBytes, ImageProblem):
+        return _placeholder()
+
+
+@require_GET
+def image_file(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """The original bytes, as stored; a reference-mode image with a URL redirects to it."""
+    image = get_object_or_404(Image, pk=pk)
+    if not image.storage_path:
+        remote = _remote_uri(image)
+        if remote is None:
+            raise Http404("this image has no stored file")
+        return HttpResponseRedirect(remote)
+    etag = _etag(image, "file")
+    not_modified = get_conditional_response(request, etag=etag)
+    if not_modified is not None:
+        return not_modified
+    content_type = (
+        CONTENT_TYPES.get(image.format)
+        or mimetypes.guess_type(image.storage_path)[0]
+        or "application/octet-stream"
+    )
+    filename = image.file_name.rsplit("/", 1)[-1] or image.storage_path.rsplit("/", 1)[-1]
+    try:
+        return _cached(_serve_stored(image.storage_path, content_type, filename=filename), etag)
+    except NoStoredBytes:
+        raise Http404("the stored file is missing") from None
