@@ -188,6 +188,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- FGAM: data, models and endpoints ---------------------------------------------------------
 FGAM_THUMBNAIL_SIZE = env_int("FGAM_THUMBNAIL_SIZE", 256, minimum=16)
+# Images per thumbnail-and-probe task.
+FGAM_THUMBNAIL_BATCH_SIZE = env_int("FGAM_THUMBNAIL_BATCH_SIZE", 200, minimum=1)
 # Images with more pixels than this are refused as decompression bombs.
 FGAM_MAX_IMAGE_PIXELS = env_int("FGAM_MAX_IMAGE_PIXELS", 178_956_970, minimum=1)
 # A box may spill this many pixels past the image edge and is then clipped; more is an error.

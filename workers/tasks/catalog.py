@@ -1,1 +1,53 @@
-"""Catalog tasks. Placeholder module body is filled by the Celery work package."""
+"""Catalog tasks: thumbnails and metadata probes for newly imported images.
+
+Enqueue through ``webapp.catalog.services.enqueue_thumbnails`` (chunks the ids and uses
+``delay_on_commit``) rather than calling the task directly with a whole import's ids.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+try:  # S3 storage through django-storages; absent when boto is not installed
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+except ImportError:  # pragma: no cover
+    BotoConnectionError = HTTPClientError = ConnectionError  # type: ignore[misc,assignment]
+
+# Failures worth retrying with backoff: the database or the storage was briefly unreachable.
+# Anything about one image itself (corrupt bytes, a missing file) is permanent, is recorded in
+# the Run by the service and never reaches the task.
+TRANSIENT_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    ConnectionError,
+    TimeoutError,
+    BotoConnectionError,
+    HTTPClientError,
+)
+
+
+@shared_task(
+    bind=True,
+    name="fgam.default.make_thumbnails",
+    queue="default",
+    # Redelivery after a worker crash is safe: the service skips finished images and its
+    # writes are overwrites of derived data.
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+    # A chunk of a few hundred images takes seconds; minutes means something is stuck.
+    soft_time_limit=600,
+    time_limit=660,
+)
+def make_thumbnails(self, image_ids: list[int]) -> dict:
+    """Thumbnail and probe ``image_ids``; returns the Run's id, status and counts."""
+    # Imported here because Celery loads task modules before Django's apps are ready.
+    from webapp.catalog.services import process_new_images
+
+    run = process_new_images(image_ids=image_ids, task_id=self.request.id or "")
+    return {"run": run.pk, "status": run.status, "done": run.done, "failed": run.failed}
