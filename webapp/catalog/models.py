@@ -50,7 +50,9 @@ class Image(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["dataset", "sha256"], name="image_sha256_per_dataset"),
-            models.CheckConstraint(condition=models.Q(width__gt=0, height__gt=0), name="image_size"),
+            models.CheckConstraint(
+                condition=models.Q(width__gt=0, height__gt=0), name="image_size"
+            ),
         ]
         indexes = [models.Index(fields=["dataset", "source", "source_id"])]
 
@@ -67,7 +69,8 @@ class QuestionItem(models.Model):
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="questions")
     question = models.TextField()
-    reference = models.TextField(null=True, blank=True)
+    # NULL means "no reference answer" (exported as null), which is not the same as "".
+    reference = models.TextField(null=True, blank=True)  # noqa: DJ001
     source = models.CharField(max_length=64, blank=True)
     source_key = models.CharField(max_length=255)
     run = models.ForeignKey(
