@@ -454,6 +454,18 @@ def test_on_postgres_the_query_count_does_not_grow_with_the_regions(
         assert report.regions_new == boxes
         counts.append(len(captured))
         sql = [q["sql"] for q in captured.captured_queries]
-        assert any(s.startswith('COPY "fgam_import_regions_region"') for s in sql)
+        # The images are new, so their regions cannot exist: they are copied straight in.
+        assert any(s.startswith('COPY "regions_region"') for s in sql)
         assert not any(s.startswith('INSERT INTO "regions_region"') and "VALUES" in s for s in sql)
     assert counts[0] == counts[1]
+
+    # Importing again with more boxes on the same images goes through the temporary table,
+    # whose ON CONFLICT skips the boxes already there.
+    data["annotations"] += [
+        {"id": n, "image_id": 1, "category_id": 1, "bbox": [2, 2, 5, 5]} for n in range(201, 211)
+    ]
+    path = write_json(tmp_path / "instances_more.json", data)
+    with django_assert_max_num_queries(20) as captured:
+        report = import_coco(dataset="q200", instances=path, images=images)
+    assert (report.regions_new, report.regions_existing) == (10, 200)
+    assert any(q["sql"].startswith('COPY "fgam_import_regions_region"') for q in captured)

@@ -7,6 +7,10 @@ That is a fixed handful of statements whatever the row count, and the unique con
 values that are the same for every row (run, timestamps, defaults the ORM would fill in) are
 not copied per row but written once into the ``SELECT`` as typed parameters.
 
+Rows that cannot conflict (``fresh``: regions of images this very import created) skip the
+temporary table and go straight into the target with ``COPY``, constants and all: it saves
+writing every row twice and the per-row conflict check, about a third of the insert time.
+
 SQLite, the quick start's database, takes ``bulk_create(ignore_conflicts=True)`` in batches.
 """
 
@@ -25,12 +29,17 @@ def insert_rows(
     columns: Sequence[str],
     rows: Iterable[tuple],
     constants: dict[str, Any],
+    *,
+    fresh: bool = False,
 ) -> None:
     """Insert ``rows`` (tuples in ``columns`` order, by attname) plus ``constants`` per row.
 
     Rows that would break a unique constraint are skipped silently: they exist already.
+    ``fresh=True`` promises that none can conflict, which allows the direct ``COPY``.
     """
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and fresh:
+        _copy_direct(model, columns, rows, constants)
+    elif connection.vendor == "postgresql":
         _copy_insert(model, columns, rows, constants)
     else:
         _bulk_create(model, columns, rows, constants)
@@ -48,6 +57,39 @@ def _bulk_create(model, columns, rows, constants) -> None:
         model.objects.bulk_create(batch, batch_size=size, ignore_conflicts=True)
 
 
+def _json_positions(model, columns) -> list[int]:
+    return [
+        i for i, c in enumerate(columns) if isinstance(model._meta.get_field(c), models.JSONField)
+    ]
+
+
+def _write_rows(copy, rows, json_positions, tail: tuple = ()) -> None:
+    if json_positions:
+        for row in rows:
+            row = list(row)
+            for i in json_positions:
+                row[i] = Jsonb(row[i])
+            copy.write_row((*row, *tail))
+    elif tail:
+        for row in rows:
+            copy.write_row((*row, *tail))
+    else:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _copy_direct(model, columns, rows, constants) -> None:
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(c) for c in (*columns, *constants))
+    tail = tuple(
+        Jsonb(v) if isinstance(model._meta.get_field(c), models.JSONField) else v
+        for c, v in constants.items()
+    )
+    statement = f"COPY {quote(model._meta.db_table)} ({names}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.copy(statement) as copy:
+        _write_rows(copy, rows, _json_positions(model, columns), tail)
+
+
 def _copy_insert(model, columns, rows, constants) -> None:
     meta = model._meta
     quote = connection.ops.quote_name
@@ -57,23 +99,12 @@ def _copy_insert(model, columns, rows, constants) -> None:
     fixed = ", ".join(quote(c) for c in constants)
     # Explicit casts: an untyped parameter in a SELECT list would be taken as text.
     casts = ", ".join(f"CAST(%s AS {meta.get_field(c).db_type(connection)})" for c in constants)
-    json_positions = [
-        i for i, c in enumerate(columns) if isinstance(meta.get_field(c), models.JSONField)
-    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {copied} FROM {table} WITH NO DATA"
         )
         with cursor.copy(f"COPY {temp} ({copied}) FROM STDIN") as copy:
-            if json_positions:
-                for row in rows:
-                    row = list(row)
-                    for i in json_positions:
-                        row[i] = Jsonb(row[i])
-                    copy.write_row(row)
-            else:
-                for row in rows:
-                    copy.write_row(row)
+            _write_rows(copy, rows, _json_positions(model, columns))
         cursor.execute(
             f"INSERT INTO {table} ({copied}, {fixed}) SELECT {copied}, {casts} FROM {temp} "
             "ON CONFLICT DO NOTHING",

@@ -226,7 +226,7 @@ def _write(plan, loaded, fitted, questions, report, dataset, user, parameters) -
     image_ids, new_ids = _write_images(plan, loaded, dataset_row, run, now, report)
 
     if fitted:
-        _insert_regions(fitted, loaded, image_ids, run, now)
+        _insert_regions(fitted, loaded, image_ids, set(new_ids), run, now)
         report.regions_new = Region.objects.filter(run=run).count()
         report.regions_existing = len(fitted) - report.regions_new
     if questions:
@@ -241,23 +241,26 @@ def _write(plan, loaded, fitted, questions, report, dataset, user, parameters) -
     return run
 
 
-def _insert_regions(fitted, loaded, image_ids, run, now) -> None:
-    insert_rows(
-        Region,
-        REGION_COLUMNS,
-        (
-            (image_ids[key], loaded[key].info.width, loaded[key].info.height, *rest)
-            for key, *rest in fitted
-        ),
-        {
-            "origin": Region.Origin.GT.value,
-            "status": Region.Status.PENDING.value,
-            "version": 1,
-            "run_id": run.pk,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+def _insert_regions(fitted, loaded, image_ids, new_ids: set[int], run, now) -> None:
+    """Regions of images created by this import cannot exist yet: they take the direct COPY."""
+    constants = {
+        "origin": Region.Origin.GT.value,
+        "status": Region.Status.PENDING.value,
+        "version": 1,
+        "run_id": run.pk,
+        "created_at": now,
+        "updated_at": now,
+    }
+    rows = [
+        (image_ids[key], loaded[key].info.width, loaded[key].info.height, *rest)
+        for key, *rest in fitted
+    ]
+    fresh = [row for row in rows if row[0] in new_ids]
+    if fresh:
+        insert_rows(Region, REGION_COLUMNS, fresh, constants, fresh=True)
+    if len(fresh) < len(rows):
+        old = [row for row in rows if row[0] not in new_ids]
+        insert_rows(Region, REGION_COLUMNS, old, constants)
 
 
 def _insert_questions(questions, image_ids, run, now) -> None:
