@@ -17,7 +17,6 @@ setup: $(STAMP)
 # torch would pull several GB of CUDA libraries.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch==2.13.0; fi
 	$(BIN)/pip install -q -e '.[dev,ml]'
 	rm -f $(VENV)/.installed-* && touch $@

@@ -176,15 +176,22 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery -----------------------------------------------------------------------------------
 # Without a broker every task runs in-process, eagerly, through the same task code.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+CELERY_TASK_ALWAYS_EAGER = not env_str("CELERY_BROKER_URL")
+# The in-memory transport stands in for a broker that eager mode never talks to.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1, minimum=1)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis hands an unacknowledged task (acks_late) to another worker after this many seconds, so
+# a task whose worker died is run again. It must exceed the longest task time limit (the batch
+# tasks stop at 1 hour), or a slow task would be started twice while still running.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7200, minimum=1)
+}
 
 # --- FGAM: data, models and endpoints ---------------------------------------------------------
 FGAM_THUMBNAIL_SIZE = env_int("FGAM_THUMBNAIL_SIZE", 256, minimum=16)
@@ -211,6 +218,16 @@ FGAM_LLM_TIMEOUT = env_float("FGAM_LLM_TIMEOUT", 60.0, minimum=0.1)
 FGAM_MLLM_MODEL = env_str("FGAM_MLLM_MODEL", "llava-hf/llava-1.5-7b-hf")
 FGAM_RM_MODEL = env_str("FGAM_RM_MODEL", "Qwen/Qwen2.5-3B-Instruct")
 FGAM_CLIP_MODEL = env_str("FGAM_CLIP_MODEL", "openai/clip-vit-large-patch14-336")
+# LLM prices per 1,000 tokens, for the cost shown on caption runs; unset means no cost shown.
+_NO_PRICE: float | None = None
+FGAM_LLM_PRICE_PROMPT_PER_1K = env_float("FGAM_LLM_PRICE_PROMPT_PER_1K", _NO_PRICE, minimum=0.0)
+FGAM_LLM_PRICE_COMPLETION_PER_1K = env_float(
+    "FGAM_LLM_PRICE_COMPLETION_PER_1K", _NO_PRICE, minimum=0.0
+)
+# Pseudo-label and caption runs: batches handed to Celery at once per run. Each finished batch
+# hands over the next, so millions of images never sit in the broker; raise it above the number
+# of worker processes that serve the run.
+FGAM_RUN_WINDOW = env_int("FGAM_RUN_WINDOW", 64, minimum=1)
 FGAM_LEASE_SECONDS = env_int("FGAM_LEASE_SECONDS", 900, minimum=1)
 
 LOGGING = {
