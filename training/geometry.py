@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 Box = tuple[float, float, float, float]
 
@@ -114,3 +118,49 @@ def spatial_relation(i: Box, j: Box) -> str:
     if abs(dx) >= abs(dy):
         return "left of" if dx > 0 else "right of"
     return "above" if dy > 0 else "below"
+
+
+def relation_labels(boxes_i: torch.Tensor, boxes_j: torch.Tensor) -> torch.Tensor:
+    """``spatial_relation`` for many pairs at once, as indices into ``RELATIONS``.
+
+    The same arithmetic in float64, in the same order, so every label agrees exactly with the
+    scalar function (ties included); ``tests/training/test_relation_labels.py`` checks it.
+
+    boxes_i, boxes_j: [P, 4] pixel ``[x0, y0, x1, y1]`` -> [P] int64.
+
+    >>> import torch
+    >>> b = torch.tensor([[0, 0, 10, 10], [20, 0, 30, 10], [0, 0, 100, 100]])
+    >>> [RELATIONS[k] for k in relation_labels(b[[0, 1, 2]], b[[1, 0, 0]]).tolist()]
+    ['left of', 'right of', 'contains']
+    """
+    import torch  # local: importing training.geometry stays free of torch
+
+    i = boxes_i.to(torch.float64)
+    j = boxes_j.to(torch.float64)
+    zero = torch.zeros((), dtype=torch.float64)
+    a_i = (i[:, 2] - i[:, 0]).clamp(min=0) * (i[:, 3] - i[:, 1]).clamp(min=0)
+    a_j = (j[:, 2] - j[:, 0]).clamp(min=0) * (j[:, 3] - j[:, 1]).clamp(min=0)
+    w = torch.minimum(i[:, 2], j[:, 2]) - torch.maximum(i[:, 0], j[:, 0])
+    h = torch.minimum(i[:, 3], j[:, 3]) - torch.maximum(i[:, 1], j[:, 1])
+    n = torch.where((w > 0) & (h > 0), w * h, zero)
+    union = a_i + a_j - n
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return num / torch.where(den > 0, den, torch.ones_like(den))
+
+    contains = (a_j > 0) & (ratio(n, a_j) >= CONTAINS_FRACTION) & (a_i > a_j)
+    inside = (a_i > 0) & (ratio(n, a_i) >= CONTAINS_FRACTION) & (a_j > a_i)
+    overlaps = (union > 0) & (ratio(n, union) >= OVERLAP_IOU)
+    dx = (j[:, 0] + j[:, 2]) / 2 - (i[:, 0] + i[:, 2]) / 2
+    dy = (j[:, 1] + j[:, 3]) / 2 - (i[:, 1] + i[:, 3]) / 2
+    index = {name: k for k, name in enumerate(RELATIONS)}
+
+    def const(name: str) -> torch.Tensor:
+        return torch.full_like(dx, index[name], dtype=torch.int64)
+
+    horizontal = torch.where(dx > 0, const("left of"), const("right of"))
+    vertical = torch.where(dy > 0, const("above"), const("below"))
+    label = torch.where(dx.abs() >= dy.abs(), horizontal, vertical)
+    label = torch.where(overlaps, const("overlaps"), label)
+    label = torch.where(inside, const("inside"), label)
+    return torch.where(contains, const("contains"), label)

@@ -1,0 +1,208 @@
+"""Stage-1 configuration: one dataclass with help text, presets for the ablations.
+
+Values resolve in this order: defaults < preset < ``--config FILE`` (JSON or TOML) <
+``key=value`` arguments. Unknown keys are rejected with the closest known names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Figure 1 of the preprint and the issue's ablations. "_only" presets are literal: the one
+    # term alone. itcl_rtcl and itcl_scc keep the global term, which §3.2.2 says is always
+    # combined with RTCL: Figure 1's "+RTCL" and "+SCC" bars.
+    "full": {"alpha": 1.0, "beta": 0.5, "gamma": 0.2},
+    "itcl_only": {"alpha": 1.0, "beta": 0.0, "gamma": 0.0},
+    "rtcl_only": {"alpha": 0.0, "beta": 0.5, "gamma": 0.0},
+    "scc_only": {"alpha": 0.0, "beta": 0.0, "gamma": 0.2},
+    "itcl_rtcl": {"alpha": 1.0, "beta": 0.5, "gamma": 0.0},
+    "itcl_scc": {"alpha": 1.0, "beta": 0.0, "gamma": 0.2},
+}
+
+
+@dataclass
+class Stage1Config:
+    model: str = option(
+        "openai/clip-vit-large-patch14-336",
+        "model id or local folder holding a CLIPModel and its tokenizer/image processor",
+    )
+    preset: str = option(
+        "full", "named loss weights applied before other values: " + ", ".join(PRESETS)
+    )
+    alpha: float = option(1.0, "weight of ITCL, the global image-caption InfoNCE (0 skips it)")
+    beta: float = option(0.5, "weight of RTCL, Eq. 1, region-caption InfoNCE (0 skips it)")
+    gamma: float = option(0.2, "weight of SCC, Eq. 2, relation cross-entropy (0 skips it)")
+    scc_class_weights: str = option(
+        "none", "SCC class weights: 'none', or 'inverse_sqrt' of the class counts of the batch"
+    )
+    mask_duplicate_captions: bool = option(
+        True, "do not use identical caption text as a negative (false-negative masking)"
+    )
+    epochs: int = option(1, "passes over the training images (one epoch = images / global batch)")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: epochs decide)")
+    batch_size: int = option(32, "images per micro-batch on each device")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(1e-5, "peak learning rate of the CLIP towers")
+    head_lr: float = option(1e-4, "peak learning rate of the region head and relation predictor")
+    weight_decay: float = option(0.1, "AdamW weight decay (not on biases, norms, temperature)")
+    warmup_steps: int = option(100, "linear warm-up steps before the cosine decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
+    max_regions_per_image: int = option(20, "keep at most this many regions per image (by score)")
+    max_text_tokens: int = option(77, "captions are truncated to this many tokens")
+    feature_layer: int = option(
+        -2,
+        "hidden-state layer whose patch tokens are pooled into region features; -2 is the layer "
+        "LLaVA-1.5 feeds its projector, so Stage-1 shapes what Stage-2 sees",
+    )
+    roi_samples: int = option(4, "bilinear samples per box side in RoIAlign pooling")
+    relation_hidden: int = option(512, "hidden width of the relation predictor g")
+    holdout_fraction: float = option(0.02, "images held out for evaluation (by key hash)")
+    eval_data: str = option("", "a separate version folder to evaluate on instead of a holdout")
+    eval_max_images: int = option(1000, "evaluate on at most this many held-out images")
+    eval_every_epoch: bool = option(True, "evaluate at the end of each epoch (always at the end)")
+    log_every: int = option(10, "optimizer steps between lines of metrics.jsonl")
+    save_every: int = option(500, "optimizer steps between checkpoints (always at the end)")
+    keep_checkpoints: int = option(2, "step checkpoints kept besides final/")
+    halt_at_step: int = option(
+        0,
+        "stop after this step as if interrupted, keeping the full run's schedule (tests, "
+        "preemptible jobs); 0: run to the end",
+    )
+    resume: bool = option(True, "continue from the latest checkpoint in --out if there is one")
+    num_workers: int = option(2, "DataLoader worker processes per device")
+    shuffle_buffer: int = option(256, "samples in the shuffle buffer of each worker")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N (torchrun sets the local rank)")
+    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32")
+    seed: int = option(0, "seed for initialisation and data order")
+
+    def weights(self) -> dict[str, float]:
+        return {"itcl": self.alpha, "rtcl": self.beta, "scc": self.gamma}
+
+
+# Keys that may change when a run is resumed; anything else must match the run's config.json.
+RESUMABLE_CHANGES = {
+    "epochs",
+    "max_steps",
+    "log_every",
+    "save_every",
+    "keep_checkpoints",
+    "num_workers",
+    "device",
+    "eval_every_epoch",
+    "eval_max_images",
+    "resume",
+    "halt_at_step",
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except ValueError as err:
+        raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from err
+
+
+def _check_keys(values: dict[str, Any], source: str) -> None:
+    known = [f.name for f in dataclasses.fields(Stage1Config)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot read config: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds one object of key = value")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        values[key.strip()] = value
+    return values
+
+
+def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> Stage1Config:
+    """Defaults < preset < file < command line, each value coerced to its field's type."""
+    _check_keys(file_values, "the config file")
+    _check_keys(cli_values, "the command line")
+    preset = str(cli_values.get("preset", file_values.get("preset", "full")))
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+    merged: dict[str, Any] = {**PRESETS[preset], **file_values, **cli_values, "preset": preset}
+    hints = typing.get_type_hints(Stage1Config)
+    typed = {k: _coerce(k, v, hints[k]) for k, v in merged.items()}
+    config = Stage1Config(**typed)
+    validate(config)
+    return config
+
+
+def validate(config: Stage1Config) -> None:
+    if min(config.alpha, config.beta, config.gamma) < 0:
+        raise ConfigError("alpha, beta and gamma must be >= 0")
+    if config.alpha == config.beta == config.gamma == 0:
+        raise ConfigError("alpha, beta and gamma are all 0: nothing to train")
+    if config.batch_size < 1 or config.grad_accum < 1:
+        raise ConfigError("batch_size and grad_accum must be >= 1")
+    if config.scc_class_weights not in ("none", "inverse_sqrt"):
+        raise ConfigError("scc_class_weights is 'none' or 'inverse_sqrt'")
+    if config.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError("precision is auto, bf16 or fp32")
+    if not 0 <= config.holdout_fraction < 1:
+        raise ConfigError("holdout_fraction must be in [0, 1)")
+
+
+def to_dict(config: Stage1Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def help_text() -> str:
+    lines = []
+    for f in dataclasses.fields(Stage1Config):
+        lines.append(f"  {f.name}={f.default!r}\n      {f.metadata.get('help', '')}")
+    return "\n".join(lines)

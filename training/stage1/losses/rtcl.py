@@ -1,0 +1,42 @@
+"""RTCL: region-text contrastive learning, preprint Eq. 1."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.stage1.losses.contrastive import local_symmetric_infonce, upcast
+
+
+class RTCLoss(nn.Module):
+    """Eq. 1: symmetric InfoNCE over all region-text pairs of the batch (all images, all
+    ranks), ``-1/B sum_i [log softmax_j(v_i.e_j/tau)_i + log softmax_j(e_i.v_j/tau)_i] / 2``.
+
+    The preprint's second term divides by ``sum_j exp(e_{t_rj}.v_{r_j}/tau)``, a sum over the
+    *matched* pairs, which is a typo (it does not make a text->region softmax). We implement
+    the standard text->region direction ``sum_j exp(e_{t_ri}.v_{r_j}/tau)``. We also average
+    the two directions (CLIP convention), which halves Eq. 1's scale; beta absorbs it.
+
+    Regions whose captions have identical text are not used as each other's negatives
+    (false-negative masking), since "a red car" in two images is a correct match for both.
+    """
+
+    def __init__(self, mask_duplicates: bool = True) -> None:
+        super().__init__()
+        self.mask_duplicates = mask_duplicates
+
+    def forward(
+        self,
+        region_emb: torch.Tensor,  # [R, D] normalised v_r
+        region_text_emb: torch.Tensor,  # [R, D] normalised e_{t_r}
+        region_text_ids: torch.Tensor,  # [R] caption text ids
+        logit_scale: torch.Tensor,  # [] = 1/tau
+    ) -> dict[str, torch.Tensor]:
+        loss = local_symmetric_infonce(
+            upcast(region_emb),
+            upcast(region_text_emb),
+            region_text_ids,
+            upcast(logit_scale),
+            mask_duplicates=self.mask_duplicates,
+        )
+        return {"rtcl_loss": loss}
