@@ -171,6 +171,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RegionStatusEnum": "webapp.regions.models.Region.Status",
         "RunStatusEnum": "webapp.jobs.models.Run.Status",
+        "RunKindEnum": "webapp.jobs.models.Run.Kind",
+        "StartableRunKindEnum": "webapp.jobs.api.STARTABLE_KINDS",
     },
 }
 

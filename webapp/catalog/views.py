@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, prefetch_related_objects
 from django.db.models.functions import Coalesce
 from django.http import (
     FileResponse,
@@ -31,6 +31,8 @@ from django_htmx.middleware import HtmxDetails
 
 from webapp.catalog.models import Dataset, Image, QuestionItem
 from webapp.catalog.thumbnails import NoStoredBytes, ensure_thumbnail
+from webapp.core.roles import CURATOR
+from webapp.jobs.provenance import attach_provenance
 from webapp.regions.models import Region
 from workers.imaging import ImageProblem
 
@@ -158,6 +160,7 @@ def image_grid(request: HtmxHttpRequest, name: str) -> HttpResponse:
     splits = [("all", None)] + [(value, value) for value in Image.Split.values if value]
     context = {
         "dataset": dataset,
+        "can_start_runs": _is_curator(request.user),
         "images": page,
         "next_url": next_url,
         "split": split,
@@ -171,6 +174,15 @@ def image_grid(request: HtmxHttpRequest, name: str) -> HttpResponse:
         ],
     }
     return _render(request, "catalog/image_grid.html", "grid_page", context)
+
+
+def _is_curator(user) -> bool:
+    """The role without a query of its own: the groups are prefetched, and the page header
+    lists them from that same prefetch."""
+    if user.is_superuser:
+        return True
+    prefetch_related_objects([user], "groups")
+    return any(group.name == CURATOR for group in user.groups.all())
 
 
 # --- The image page ---------------------------------------------------------------------------
@@ -224,6 +236,7 @@ def image_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     regions = list(regions_qs[: REGION_LIMIT + 1])
     truncated = len(regions) > REGION_LIMIT
     regions = regions[:REGION_LIMIT]
+    attach_provenance(regions)
     for region in regions:
         region.svg = {
             "x": _svg_number(region.x0),
