@@ -19,6 +19,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # PyTorch index named here, so pip does not pick a different build for the other ml packages.
 # A CPU-only ml image: --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG EXTRAS=""
+# A requirements file installed after the code, for the groundingdino-py worker image:
+#   docker build -t fgam-studio-gdino --build-arg REQUIREMENTS=requirements/groundingdino.txt .
+ARG REQUIREMENTS=""
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
@@ -42,6 +45,8 @@ COPY workers ./workers
 COPY training ./training
 COPY templates ./templates
 COPY static ./static
+COPY requirements ./requirements
+RUN if [ -n "$REQUIREMENTS" ]; then pip install -r "$REQUIREMENTS"; fi
 # Editable, so settings' BASE_DIR stays /app, where templates/ and static/ are.
 RUN pip install --no-deps -e . \
  && SECRET_KEY=collectstatic-only DEBUG=0 DATABASE_URL=sqlite:////tmp/build.sqlite3 \

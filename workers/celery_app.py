@@ -17,7 +17,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("fgam")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("gpu"), Queue("llm"))
+# gpu-gdino: GPU workers of the separate groundingdino-py environment (requirements/).
+app.conf.task_queues = (Queue("default"), Queue("gpu"), Queue("llm"), Queue("gpu-gdino"))
 app.conf.task_routes = {
     "fgam.gpu.*": {"queue": "gpu"},
     "fgam.llm.*": {"queue": "llm"},

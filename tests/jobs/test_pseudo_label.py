@@ -221,3 +221,13 @@ def test_bad_parameters_are_refused_before_anything_is_recorded(make_scenes, tin
         with pytest.raises(ValueError, match=words):
             start_pseudo_label_run(dataset=dataset, model=tiny_detector_dir, **kwargs)
     assert not Run.objects.exists()
+
+
+def test_groundingdino_py_batches_go_to_the_queue_of_its_own_environment():
+    from webapp.jobs.models import Run
+    from webapp.jobs.services import batch_queue_for
+
+    original = Run(kind=Run.Kind.PSEUDO_LABEL, parameters={"backend": "groundingdino-py"})
+    plain = Run(kind=Run.Kind.PSEUDO_LABEL, parameters={"backend": "transformers"})
+    assert batch_queue_for(original) == "gpu-gdino"
+    assert batch_queue_for(plain) is None

@@ -150,13 +150,14 @@ def _dispatch(run_id: int) -> int:
         )
         if not pending:
             return sent
-        task = batch_task_for(run)
+        task, queue = batch_task_for(run), batch_queue_for(run)
+        options = {"queue": queue} if queue else {}
         for batch_id in pending:
             claimed = RunBatch.objects.filter(pk=batch_id, status=RunBatch.Status.PENDING).update(
                 status=RunBatch.Status.QUEUED, queued_at=timezone.now()
             )
             if claimed:
-                task.delay_on_commit(batch_id)
+                task.apply_async_on_commit(args=(batch_id,), **options)
                 sent += 1
 
 
@@ -172,6 +173,17 @@ def batch_task_for(run: Run):
     if strategy == "local":
         return tasks.caption_batch_local
     return tasks.caption_batch_template
+
+
+def batch_queue_for(run: Run) -> str | None:
+    """The queue for this run's batches, where it is not the task's own.
+
+    The ``groundingdino-py`` backend lives in a worker environment of its own (it needs
+    transformers<5), which listens on ``gpu-gdino``; a plain GPU worker could not load it.
+    """
+    if run.kind == Run.Kind.PSEUDO_LABEL and run.parameters.get("backend") == "groundingdino-py":
+        return "gpu-gdino"
+    return None
 
 
 # --- One batch --------------------------------------------------------------------------------
