@@ -23,37 +23,30 @@ from django.utils import timezone
 from webapp.catalog.models import Dataset, Image
 from webapp.catalog.thumbnails import NoStoredBytes, read_stored_bytes
 from webapp.jobs.models import Run, RunBatch
-from webapp.jobs.services import BatchOutcome, claim_batch, finish_batch
+from webapp.jobs.services import (
+    BatchOutcome,
+    check_filter,
+    claim_batch,
+    filter_ids,
+    finish_batch,
+)
 from webapp.regions.models import Region, RegionChange
 
 STRATEGIES = ("template", "local", "llm")
 REGION_FILTER_KEYS = frozenset({"origin", "status", "run", "ids", "min_id", "max_id"})
-MAX_FILTER_IDS = 10_000
 
 
 def check_region_filter(region_filter: dict | None) -> dict:
     """A clean copy of ``region_filter``; ``ValueError`` names the bad key."""
-    region_filter = dict(region_filter or {})
-    unknown = set(region_filter) - REGION_FILTER_KEYS
-    if unknown:
-        raise ValueError(
-            f"region_filter: unknown keys {sorted(unknown)}; expected {sorted(REGION_FILTER_KEYS)}"
-        )
+    region_filter = check_filter(region_filter, name="region_filter", keys=REGION_FILTER_KEYS)
     if "origin" in region_filter and region_filter["origin"] not in Region.Origin.values:
         raise ValueError(f"region_filter.origin: {region_filter['origin']!r} is not an origin")
     if "status" in region_filter and region_filter["status"] not in Region.Status.values:
         raise ValueError(f"region_filter.status: {region_filter['status']!r} is not a status")
-    for key in ("run", "min_id", "max_id"):
-        if key in region_filter and (
-            not isinstance(region_filter[key], int) or region_filter[key] < 0
-        ):
-            raise ValueError(f"region_filter.{key} must be a non-negative integer")
-    if "ids" in region_filter:
-        ids = region_filter["ids"]
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise ValueError("region_filter.ids must be a list of integers")
-        if len(ids) > MAX_FILTER_IDS:
-            raise ValueError(f"region_filter.ids holds at most {MAX_FILTER_IDS} ids")
+    if "run" in region_filter and (
+        not isinstance(region_filter["run"], int) or region_filter["run"] < 0
+    ):
+        raise ValueError("region_filter.run must be a non-negative integer")
     return region_filter
 
 
@@ -67,13 +60,7 @@ def selected_regions(run: Run) -> QuerySet[Region]:
         regions = regions.filter(status=region_filter["status"])
     if "run" in region_filter:
         regions = regions.filter(run_id=region_filter["run"])
-    if "ids" in region_filter:
-        regions = regions.filter(pk__in=region_filter["ids"])
-    if "min_id" in region_filter:
-        regions = regions.filter(pk__gte=region_filter["min_id"])
-    if "max_id" in region_filter:
-        regions = regions.filter(pk__lte=region_filter["max_id"])
-    return regions
+    return filter_ids(regions, region_filter)
 
 
 @functools.lru_cache(maxsize=4)

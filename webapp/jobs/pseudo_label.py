@@ -24,7 +24,13 @@ from webapp.catalog.importing.bulk import insert_rows
 from webapp.catalog.models import Dataset, Image
 from webapp.catalog.thumbnails import NoStoredBytes, read_stored_bytes
 from webapp.jobs.models import Run, RunBatch
-from webapp.jobs.services import BatchOutcome, claim_batch, finish_batch
+from webapp.jobs.services import (
+    BatchOutcome,
+    check_filter,
+    claim_batch,
+    filter_ids,
+    finish_batch,
+)
 from webapp.regions.models import Region
 from workers.imaging import ImageProblem
 
@@ -32,7 +38,6 @@ PROMPT_MODES = ("labels", "vocabulary", "caption")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 IMAGE_FILTER_KEYS = frozenset({"split", "ids", "min_id", "max_id"})
-MAX_FILTER_IDS = 10_000
 REGION_COLUMNS = (
     "image_id",
     "image_width",
@@ -53,25 +58,9 @@ def source_key(run_id: int, image_id: int, n: int) -> str:
 
 def check_image_filter(image_filter: dict | None) -> dict:
     """A clean copy of ``image_filter``; ``ValueError`` names the bad key."""
-    image_filter = dict(image_filter or {})
-    unknown = set(image_filter) - IMAGE_FILTER_KEYS
-    if unknown:
-        raise ValueError(
-            f"image_filter: unknown keys {sorted(unknown)}; expected {sorted(IMAGE_FILTER_KEYS)}"
-        )
+    image_filter = check_filter(image_filter, name="image_filter", keys=IMAGE_FILTER_KEYS)
     if "split" in image_filter and image_filter["split"] not in Image.Split.values:
         raise ValueError(f"image_filter.split: {image_filter['split']!r} is not a split")
-    for key in ("min_id", "max_id"):
-        if key in image_filter and (
-            not isinstance(image_filter[key], int) or image_filter[key] < 0
-        ):
-            raise ValueError(f"image_filter.{key} must be a non-negative integer")
-    if "ids" in image_filter:
-        ids = image_filter["ids"]
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise ValueError("image_filter.ids must be a list of integers")
-        if len(ids) > MAX_FILTER_IDS:
-            raise ValueError(f"image_filter.ids holds at most {MAX_FILTER_IDS} ids")
     return image_filter
 
 
@@ -81,13 +70,7 @@ def selected_images(run: Run) -> QuerySet[Image]:
     image_filter = run.parameters.get("image_filter") or {}
     if "split" in image_filter:
         images = images.filter(split=image_filter["split"])
-    if "ids" in image_filter:
-        images = images.filter(pk__in=image_filter["ids"])
-    if "min_id" in image_filter:
-        images = images.filter(pk__gte=image_filter["min_id"])
-    if "max_id" in image_filter:
-        images = images.filter(pk__lte=image_filter["max_id"])
-    return images
+    return filter_ids(images, image_filter)
 
 
 def dataset_vocabulary(dataset: Dataset) -> list[str]:

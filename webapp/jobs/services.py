@@ -33,7 +33,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, Sum, Value, When
+from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from webapp.catalog.services import chunked
@@ -159,6 +159,42 @@ def _dispatch(run_id: int) -> int:
             if claimed:
                 task.apply_async_on_commit(args=(batch_id,), **options)
                 sent += 1
+
+
+MAX_FILTER_IDS = 10_000
+
+
+def check_filter(selection: dict | None, *, name: str, keys: frozenset[str]) -> dict:
+    """A clean copy of a run's selection filter; ``ValueError`` names the bad key.
+
+    Checks what every filter shares: no unknown keys, ``min_id``/``max_id`` non-negative
+    integers, ``ids`` a bounded list of integers. The caller checks its own keys.
+    """
+    selection = dict(selection or {})
+    unknown = set(selection) - keys
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {sorted(unknown)}; expected {sorted(keys)}")
+    for key in ("min_id", "max_id"):
+        if key in selection and (not isinstance(selection[key], int) or selection[key] < 0):
+            raise ValueError(f"{name}.{key} must be a non-negative integer")
+    if "ids" in selection:
+        ids = selection["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise ValueError(f"{name}.ids must be a list of integers")
+        if len(ids) > MAX_FILTER_IDS:
+            raise ValueError(f"{name}.ids holds at most {MAX_FILTER_IDS} ids")
+    return selection
+
+
+def filter_ids(queryset: QuerySet, selection: dict) -> QuerySet:
+    """Narrow ``queryset`` by the ``ids``, ``min_id`` and ``max_id`` of a checked filter."""
+    if "ids" in selection:
+        queryset = queryset.filter(pk__in=selection["ids"])
+    if "min_id" in selection:
+        queryset = queryset.filter(pk__gte=selection["min_id"])
+    if "max_id" in selection:
+        queryset = queryset.filter(pk__lte=selection["max_id"])
+    return queryset
 
 
 def batch_task_for(run: Run):
