@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from django.core.files.storage import default_storage
@@ -231,3 +232,20 @@ def test_groundingdino_py_batches_go_to_the_queue_of_its_own_environment():
     plain = Run(kind=Run.Kind.PSEUDO_LABEL, parameters={"backend": "transformers"})
     assert batch_queue_for(original) == "gpu-gdino"
     assert batch_queue_for(plain) is None
+
+
+@pytest.mark.parametrize(
+    ("image_filter", "message"),
+    [
+        ({"colour": "red"}, "image_filter: unknown keys ['colour']"),
+        ({"min_id": -1}, "image_filter.min_id must be a non-negative integer"),
+        ({"ids": [1, "2"]}, "image_filter.ids must be a list of integers"),
+        ({"ids": list(range(10_001))}, "image_filter.ids holds at most 10000 ids"),
+        ({"split": "holdout"}, "image_filter.split: 'holdout' is not a split"),
+    ],
+)
+def test_a_bad_image_filter_is_refused_with_the_key_named(image_filter, message):
+    from webapp.jobs.pseudo_label import check_image_filter
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_image_filter(image_filter)
