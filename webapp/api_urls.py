@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
 from webapp.catalog.api import DatasetViewSet, ImageViewSet
+from webapp.exports.api import TrainingJobViewSet, VersionViewSet
 from webapp.jobs.api import RunViewSet
 from webapp.regions.api import RegionViewSet
 
@@ -39,6 +40,8 @@ router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("images", ImageViewSet, basename="image")
 router.register("regions", RegionViewSet, basename="region")
 router.register("runs", RunViewSet, basename="run")
+router.register("versions", VersionViewSet, basename="version")
+router.register("training-jobs", TrainingJobViewSet, basename="training-job")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

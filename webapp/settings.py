@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.catalog",
     "webapp.regions",
+    "webapp.exports",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +174,9 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "webapp.jobs.models.Run.Status",
         "RunKindEnum": "webapp.jobs.models.Run.Kind",
         "StartableRunKindEnum": "webapp.jobs.api.STARTABLE_KINDS",
+        "VersionStatusEnum": "webapp.exports.models.DatasetVersion.Status",
+        "TrainingJobStatusEnum": "webapp.exports.models.TrainingJob.Status",
+        "TrainingJobKindEnum": "webapp.exports.models.TrainingJob.Kind",
     },
 }
 
@@ -231,6 +235,14 @@ FGAM_LLM_PRICE_COMPLETION_PER_1K = env_float(
 # of worker processes that serve the run.
 FGAM_RUN_WINDOW = env_int("FGAM_RUN_WINDOW", 64, minimum=1)
 FGAM_LEASE_SECONDS = env_int("FGAM_LEASE_SECONDS", 900, minimum=1)
+# Dataset versions: storage prefix, shard size, default held-out fraction; training job folders.
+FGAM_VERSIONS_PREFIX = env_str("FGAM_VERSIONS_PREFIX", "versions")
+FGAM_EXPORT_SHARD_BYTES = env_int("FGAM_EXPORT_SHARD_BYTES", 1 << 30, minimum=1)
+FGAM_EXPORT_CHUNK_SIZE = env_int("FGAM_EXPORT_CHUNK_SIZE", 10_000, minimum=1)
+FGAM_EXPORT_TMP_DIR = env_str("FGAM_EXPORT_TMP_DIR", str(VAR_DIR / "export-tmp"))
+FGAM_TRAINING_DIR = env_str("FGAM_TRAINING_DIR", str(VAR_DIR / "training"))
+FGAM_WEBHOOK_TIMEOUT = env_float("FGAM_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+FGAM_WEBHOOK_MAX_ATTEMPTS = env_int("FGAM_WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 
 LOGGING = {
     "version": 1,

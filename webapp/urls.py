@@ -6,6 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 urlpatterns = [
     path("", include("webapp.catalog.urls")),
     path("runs/", include("webapp.jobs.urls")),
+    path("versions/", include("webapp.exports.urls")),
+    path("review/", include("webapp.regions.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from training.data.version import FORMAT, content_sha256
+from training.data.writer import tar_member
 from training.geometry import spatial_relation
 
 COLOURS = {
@@ -91,10 +92,8 @@ def make_sample(rng: random.Random, size: int) -> tuple[bytes, dict[str, Any]]:
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0  # nothing that varies between two cuts may enter a hashed file
-    tar.addfile(info, io.BytesIO(data))
+    # Fixed mtime, owner and mode: nothing that varies between two cuts enters a hashed file.
+    tar_member(tar, name, data)
 
 
 def write_version(

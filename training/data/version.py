@@ -9,7 +9,6 @@ without duplicates. Stage-2 and evaluation files are read by simple iterators.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import random
@@ -21,34 +20,20 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-FORMAT = "fgam-dataset"
-SUPPORTED_FORMAT_VERSIONS = (1,)
+from training.data.layout import (  # noqa: F401  (re-exported: the reader's public names)
+    FORMAT,
+    SUPPORTED_FORMAT_VERSIONS,
+    content_sha256,
+    file_sha256,
+    key_in_holdout,
+)
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 STAGE2_FILES = ("sft", "rm", "rl_prompts")
 
 
 class DatasetVersionError(ValueError):
     """A dataset version that cannot be read; the message names the file at fault."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_sha256(root: Path) -> str:
-    """FORMATS.md's ``content_sha256``: sha256 of ``"<sha256>  <relpath>\\n"`` lines, sorted by
-    path, for every file except ``manifest.json`` (what ``sha256sum`` prints)."""
-    files = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and p.relative_to(root).as_posix() != "manifest.json"
-    )
-    text = "".join(f"{file_sha256(root / rel)}  {rel}\n" for rel in files)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -204,16 +189,6 @@ class DatasetVersion:
         if not path.is_file():
             raise DatasetVersionError(f"{path}: missing")
         return read_jsonl(path)
-
-
-def key_in_holdout(key: str, fraction: float) -> bool:
-    """Deterministic held-out split by key hash, stable across runs, ranks and machines.
-
-    >>> key_in_holdout("abc", 0.0), key_in_holdout("abc", 1.0)
-    (False, True)
-    """
-    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
-    return bucket < fraction
 
 
 def consumer_slice(n_shards: int, consumer: int, consumers: int) -> tuple[list[int], int, int]:

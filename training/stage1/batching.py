@@ -109,7 +109,7 @@ class BatchBuilder:
             caption = str(rec.record.get("caption", ""))
             caption_index.append(texts.setdefault(caption, len(texts)))
             width, height = float(rec.record["width"]), float(rec.record["height"])
-            regions = sorted(rec.record.get("regions", []), key=lambda r: -float(r.get("score", 1)))
+            regions = sorted(rec.record.get("regions", []), key=_score_key)
             slot = 0
             for region in regions:
                 x0, y0, x1, y1 = (float(v) for v in region["box"])
@@ -154,3 +154,9 @@ class BatchBuilder:
             relation_labels=relation_labels(px[pairs[:, 0]], px[pairs[:, 1]]),
             texts=text_list,
         )
+
+
+def _score_key(region: dict) -> float:
+    """Highest score first; a null score (ground truth, human boxes) counts as 1."""
+    score = region.get("score")
+    return -float(1.0 if score is None else score)

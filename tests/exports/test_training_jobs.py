@@ -1,0 +1,139 @@
+"""Training jobs from a version: the real ``python -m training stage1`` with a tiny model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import Client
+
+from tests.api.conftest import make_user
+from tests.exports.conftest import TINY_JOB
+from webapp.core.roles import CURATOR
+from webapp.exports.models import TrainingJob, TrainingMetric
+from webapp.exports.services import cut_version, export_version
+from webapp.exports.training import TrainingJobError, cancel_training_job, start_training_job
+
+
+def ready_version(tmp_path):
+    version = cut_version(datasets=["street"], out_dir=tmp_path / "versions", enqueue=False)
+    return export_version(version_id=version.pk)
+
+
+@pytest.mark.django_db
+def test_a_stage1_job_runs_in_process_and_its_losses_reach_the_page(
+    reviewed, tiny_clip, tmp_path, settings, django_capture_on_commit_callbacks
+):
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    version = ready_version(tmp_path)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = start_training_job(version=version, config={**TINY_JOB, "model": str(tiny_clip)})
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.log_tail
+    assert job.command[1:5] == ["-m", "training", "stage1", "--data"]
+    lines = list(TrainingMetric.objects.filter(job=job).order_by("line"))
+    assert [m.step for m in lines] == [1, 2, 3, 4]
+    assert {"loss", "itcl_loss", "rtcl_loss", "scc_loss", "lr"} <= lines[0].values.keys()
+    assert job.last_step == 4
+
+    browser = Client()
+    browser.force_login(make_user("cur", CURATOR))
+    html = browser.get(f"/versions/jobs/{job.pk}/").content.decode()
+    assert 'data-term="rtcl_loss"' in html and "<polyline" in html
+    assert job.checkpoint_dir in html
+    assert f"/versions/jobs/{job.pk}/" in browser.get(f"/versions/{version.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_bad_configs_and_kinds_without_an_entry_point_are_refused(reviewed, tmp_path, settings):
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    version = ready_version(tmp_path)
+    with pytest.raises(TrainingJobError, match="unknown config key 'batchsize'"):
+        start_training_job(version=version, config={"batchsize": 3})
+    with pytest.raises(TrainingJobError, match="entry point"):
+        start_training_job(version=version, kind="rl")
+    with pytest.raises(TrainingJobError, match="names a preset"):
+        start_training_job(version=version, kind="ablation")
+    assert not TrainingJob.objects.exists()
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_a_real_gpu_queue_worker_streams_metrics_into_the_database(
+    start_celery_worker, reviewed, tiny_clip, tmp_path
+):
+    runs = tmp_path / "runs"
+    worker = start_celery_worker("gpu", "default", env={"FGAM_TRAINING_DIR": str(runs)})
+    version = ready_version(tmp_path)
+    config = {**TINY_JOB, "model": str(tiny_clip), "max_steps": 30, "log_every": 2}
+    from django.conf import settings
+
+    settings.FGAM_TRAINING_DIR = str(runs)
+    job = start_training_job(version=version, config=config)
+    deadline = time.monotonic() + 240
+    seen_while_running = False
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status == "running" and job.metrics.exists():
+            seen_while_running = True
+        if job.status in ("succeeded", "failed"):
+            break
+        time.sleep(0.3)
+    assert job.status == "succeeded", job.log_tail + worker.log()
+    assert seen_while_running  # metrics arrived live, not only at the end
+    assert [m.step for m in job.metrics.order_by("line")] == list(range(2, 31, 2))
+
+
+@pytest.mark.django_db
+def test_cancel_stops_queued_jobs_at_once_and_asks_running_ones_to_stop(
+    reviewed, tmp_path, settings
+):
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    version = ready_version(tmp_path)
+    queued = start_training_job(version=version)  # its task waits for a commit that never comes
+    assert cancel_training_job(job=queued).status == "cancelled"
+    running = TrainingJob.objects.create(version=version, status="running")
+    assert cancel_training_job(job=running).status == "cancelling"
+    with pytest.raises(TrainingJobError, match="only open jobs"):
+        cancel_training_job(job=queued)
+
+
+@pytest.mark.django_db
+def test_the_api_starts_a_job_with_edited_config_and_refuses_bad_keys(reviewed, tmp_path, settings):
+    from rest_framework.test import APIClient
+
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    version = ready_version(tmp_path)
+    api = APIClient()
+    api.force_login(make_user("cur", CURATOR))
+    bad = api.post(
+        "/api/training-jobs/", {"version": version.pk, "config": {"lrr": 1}}, format="json"
+    )
+    assert bad.status_code == 400 and "lrr" in str(bad.json())
+    made = api.post(
+        "/api/training-jobs/",
+        {"version": version.pk, "kind": "ablation", "preset": "itcl_only", "config": {"lr": 2e-5}},
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    job = TrainingJob.objects.get(pk=made.json()["id"])
+    assert job.preset == "itcl_only" and job.config["lr"] == 2e-5 and job.config["beta"] == 0.0
+    assert api.post(f"/api/training-jobs/{job.pk}/cancel/").json()["status"] == "cancelled"
+    assert api.post(f"/api/training-jobs/{job.pk}/cancel/").status_code == 409
+
+
+@pytest.mark.django_db
+def test_train_on_export_starts_a_job_once_the_version_is_ready(
+    reviewed, tiny_clip, tmp_path, settings, django_capture_on_commit_callbacks
+):
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    config = {**TINY_JOB, "model": str(tiny_clip), "max_steps": 2}
+    with django_capture_on_commit_callbacks(execute=True):
+        version = cut_version(
+            datasets=["street"],
+            out_dir=tmp_path / "versions",
+            train_on_ready={"kind": "stage1", "config": config},
+        )
+    job = TrainingJob.objects.get(version=version)
+    assert job.status == "succeeded", job.log_tail
+    assert job.metrics.count() == 2

@@ -1,0 +1,43 @@
+"""What a dataset version's layout defines without any heavy import (no torch, no Django):
+the format name, ``content_sha256`` and the held-out split. ``training.data.version`` (the
+reader) and ``training.data.writer`` both use these, and the web app's exporter imports this
+module rather than the reader so an export process does not load torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+FORMAT = "fgam-dataset"
+SUPPORTED_FORMAT_VERSIONS = (1,)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_sha256(root: Path) -> str:
+    """FORMATS.md's ``content_sha256``: sha256 of ``"<sha256>  <relpath>\\n"`` lines, sorted by
+    path, for every file except ``manifest.json`` (what ``sha256sum`` prints)."""
+    files = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).as_posix() != "manifest.json"
+    )
+    text = "".join(f"{file_sha256(root / rel)}  {rel}\n" for rel in files)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def key_in_holdout(key: str, fraction: float) -> bool:
+    """Deterministic held-out split by key hash, stable across runs, ranks and machines.
+
+    >>> key_in_holdout("abc", 0.0), key_in_holdout("abc", 1.0)
+    (False, True)
+    """
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
+    return bucket < fraction

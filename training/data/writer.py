@@ -1,0 +1,340 @@
+"""Writer for a dataset version in the ``shared/FORMATS.md`` layout, in constant memory.
+
+The web application's exporter and ``training.data.synthetic`` both write through this module,
+so there is one definition of what a version looks like on disk. It imports neither Django nor
+torch: records come in one at a time and go straight to files.
+
+Determinism (the same records give the same bytes, so the same ``content_sha256``):
+
+- JSON is ``canonical_json``: sorted keys, no spaces, UTF-8; floats in Python's shortest
+  round-trip form (``repr``), which is exact and the same on every machine.
+- Tar members carry a fixed mtime (0), uid/gid 0, empty owner names and mode 0644, USTAR format.
+- The Parquet index has a fixed schema and row-group size; pyarrow writes no timestamp.
+- Nothing that varies between two cuts (ids of the cut, times, absolute paths of the cut) goes
+  into any file but ``manifest.json``, which the hash leaves out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from training.data.layout import FORMAT, content_sha256
+
+FORMAT_VERSION = 1
+DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard (FORMATS.md)
+DEFAULT_ROW_GROUP = 65_536
+NO_MORE_CORRECTIONS = "No further corrections needed."
+
+
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON serialisation of hashed files.
+
+    >>> canonical_json({"b": 1.5, "a": [0.1, 2]})
+    '{"a":[0.1,2],"b":1.5}'
+    """
+    return _ENCODER.encode(value)
+
+
+def tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add ``data`` as ``name`` with fixed metadata (no time, owner or umask leaks in)."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """A USTAR header with the same fixed metadata as ``tar_member`` (mode 0644, uid/gid 0,
+    mtime 0, no owner names), built directly: ``tarfile``'s own path costs ~100 µs a member.
+
+    >>> import tarfile, io
+    >>> data = ustar_header("a.json", 2) + b"{}" + bytes(510) + bytes(1024)
+    >>> tarfile.open(fileobj=io.BytesIO(data)).getmembers()[0].size
+    2
+    """
+    raw = name.encode()
+    if len(raw) > 100:
+        raise ValueError(f"tar member name {name!r} is longer than 100 bytes")
+    header = bytearray(512)
+    header[0 : len(raw)] = raw
+    header[100:108] = b"0000644\0"
+    header[108:116] = b"0000000\0"
+    header[116:124] = b"0000000\0"
+    header[124:136] = b"%011o\0" % size
+    header[136:148] = b"00000000000\0"
+    header[148:156] = b"        "
+    header[156:157] = b"0"
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+class ShardWriter:
+    """``stage1/shard-NNNNNN.tar`` files of about ``max_bytes`` each, one sample per image."""
+
+    def __init__(self, folder: Path, *, max_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.shards = 0
+        self.samples = 0
+        self._file: IO[bytes] | None = None
+        self._bytes = 0
+
+    def add(self, key: str, record: dict[str, Any], image: tuple[bytes, str] | None) -> None:
+        """One sample: ``<key>.json`` and, unless in reference mode, ``<key>.<ext>``."""
+        if "." in key or "/" in key:
+            raise ValueError(f"sample key {key!r} may not contain '.' or '/'")
+        body = canonical_json(record).encode()
+        size = len(body) + (len(image[0]) if image else 0)
+        if self._file is None or (self._bytes and self._bytes + size > self.max_bytes):
+            self._open_next()
+        self._member(f"{key}.json", body)
+        if image is not None:
+            data, ext = image
+            self._member(f"{key}.{ext}", data)
+        self._bytes += size
+        self.samples += 1
+
+    def _member(self, name: str, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(ustar_header(name, len(data)))
+        self._file.write(data)
+        if len(data) % 512:
+            self._file.write(bytes(512 - len(data) % 512))
+        self._written += 512 + -(-len(data) // 512) * 512
+
+    def _open_next(self) -> None:
+        self.close()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"shard-{self.shards:06d}.tar"
+        self._file = path.open("wb")
+        self._written = 0
+        self.shards += 1
+        self._bytes = 0
+
+    def close(self) -> None:
+        """End the archive as ``tarfile`` does: two zero blocks, padded to 10240 bytes."""
+        if self._file is not None:
+            end = self._written + 1024
+            self._file.write(bytes(1024 + (-end) % tarfile.RECORDSIZE))
+            self._file.close()
+            self._file = None
+
+
+INDEX_COLUMNS = ("key", "image", "region", "box", "caption", "phrase", "origin", "score")
+
+
+class IndexWriter:
+    """``stage1/index.parquet``: one row per region, written in row groups (constant memory)."""
+
+    def __init__(self, path: Path, *, row_group: int = DEFAULT_ROW_GROUP) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pa = pa
+        self.schema = pa.schema(
+            [
+                ("key", pa.string()),
+                ("image", pa.string()),
+                ("region", pa.int64()),
+                ("box", pa.list_(pa.float64())),
+                ("caption", pa.string()),
+                ("phrase", pa.string()),
+                ("origin", pa.string()),
+                ("score", pa.float64()),
+            ]
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
+        self.row_group = row_group
+        self.rows = 0
+        self._columns: dict[str, list[Any]] = {name: [] for name in INDEX_COLUMNS}
+
+    def add(self, key: str, image: str, region: dict[str, Any]) -> None:
+        self.add_many(key, image, [region])
+
+    def add_many(self, key: str, image: str, regions: list[dict[str, Any]]) -> None:
+        """All regions of one image (the hot path of an export: one call per image)."""
+        c = self._columns
+        n = len(regions)
+        c["key"].extend([key] * n)
+        c["image"].extend([image] * n)
+        box = c["box"]
+        for region in regions:
+            box.extend(region["box"])
+        c["region"].extend([r.get("id") for r in regions])
+        c["caption"].extend([r.get("caption", "") for r in regions])
+        c["phrase"].extend([r.get("phrase", "") for r in regions])
+        c["origin"].extend([r.get("origin", "") for r in regions])
+        c["score"].extend([r.get("score") for r in regions])
+        if len(c["key"]) >= self.row_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._columns["key"]:
+            return
+        pa = self._pa
+        columns = dict(self._columns)
+        # Boxes arrive flat (4 floats per row): one list array over them, no per-row lists.
+        flat = pa.array(columns["box"], pa.float64())
+        offsets = pa.array(range(0, len(columns["box"]) + 1, 4), pa.int32())
+        columns["box"] = pa.ListArray.from_arrays(offsets, flat)
+        table = pa.Table.from_pydict(columns, schema=self.schema)
+        self._writer.write_table(table, row_group_size=self.row_group)
+        self.rows += table.num_rows
+        self._columns = {name: [] for name in INDEX_COLUMNS}
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+class JsonlWriter:
+    """One canonical JSON object per line."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: IO[str] = path.open("w", encoding="utf-8", newline="\n")
+        self.rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._handle.write(canonical_json(row) + "\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class LlavaWriter:
+    """``stage2/llava.json``: a JSON list written element by element (never held whole)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: IO[str] = path.open("w", encoding="utf-8", newline="\n")
+        self._handle.write("[")
+        self.rows = 0
+
+    def add(self, conversation: dict[str, Any]) -> None:
+        self._handle.write(("," if self.rows else "") + "\n" + canonical_json(conversation))
+        self.rows += 1
+
+    def close(self) -> None:
+        self._handle.write("\n]\n" if self.rows else "]\n")
+        self._handle.close()
+
+
+class VersionWriter:
+    """Writes one version folder; ``finish`` hashes it and writes ``manifest.json`` last.
+
+    ``image`` is the key of every Stage-1 sample and of the held-out split; callers pass the
+    image sha256, so the split and the keys do not depend on database ids.
+
+        with VersionWriter(tmp, reference=True) as out:
+            out.add_stage1(sha, record, None)
+            out.rl_prompts.add({...})
+            manifest = out.finish({"id": ..., ...})
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        reference: bool,
+        shard_bytes: int = DEFAULT_SHARD_BYTES,
+        row_group: int = DEFAULT_ROW_GROUP,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.reference = reference
+        self.shards = ShardWriter(self.root / "stage1", max_bytes=shard_bytes)
+        self.index = IndexWriter(self.root / "stage1" / "index.parquet", row_group=row_group)
+        self.sft = JsonlWriter(self.root / "stage2" / "sft.jsonl")
+        self.rm = JsonlWriter(self.root / "stage2" / "rm.jsonl")
+        self.rl_prompts = JsonlWriter(self.root / "stage2" / "rl_prompts.jsonl")
+        self.llava = LlavaWriter(self.root / "stage2" / "llava.json")
+        self.eval_items = JsonlWriter(self.root / "eval" / "items.jsonl")
+        self.regions = 0
+        self.images_written = 0
+        self._closed = False
+
+    def add_stage1(self, key: str, record: dict[str, Any], image: tuple[bytes, str] | None) -> None:
+        """One image's record; in embedded mode ``image`` is ``(bytes, ext)`` and the bytes also
+        go to ``images/ab/<sha256>.<ext>``."""
+        if self.reference:
+            if "uri" not in record:
+                raise ValueError(f"sample {key!r}: reference mode needs a 'uri' in the record")
+            image = None
+        elif image is None:
+            raise ValueError(f"sample {key!r}: embedded mode needs the image bytes")
+        else:
+            sha = str(record["image"])
+            path = self.root / "images" / sha[:2] / f"{sha}.{image[1]}"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(image[0])
+                self.images_written += 1
+        self.shards.add(key, record, image)
+        self.index.add_many(key, str(record["image"]), record["regions"])
+        self.regions += len(record["regions"])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.shards.close()
+        self.index.close()
+        for writer in (self.sft, self.rm, self.rl_prompts, self.llava, self.eval_items):
+            writer.close()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "stage1_images": self.shards.samples,
+            "stage1_regions": self.regions,
+            "stage1_shards": self.shards.shards,
+            "sft": self.sft.rows,
+            "rm": self.rm.rows,
+            "rl_prompts": self.rl_prompts.rows,
+            "llava": self.llava.rows,
+            "eval_items": self.eval_items.rows,
+        }
+
+    def finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Close every file, hash the folder and write ``manifest.json`` (the last file)."""
+        self.close()
+        full = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **manifest,
+            "counts": {**self.counts(), **manifest.get("counts", {})},
+            "content_sha256": content_sha256(self.root),
+        }
+        text = json.dumps(full, indent=2, sort_keys=True) + "\n"
+        (self.root / "manifest.json").write_text(text, encoding="utf-8")
+        return full
+
+    def __enter__(self) -> VersionWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def folder_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

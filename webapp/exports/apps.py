@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ExportsConfig(AppConfig):
+    name = "webapp.exports"
+    label = "exports"
+    verbose_name = "Dataset versions and training jobs"
