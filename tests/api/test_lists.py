@@ -213,5 +213,7 @@ def test_a_list_runs_the_same_few_queries_for_3_or_30_rows(
     grow(27)
     with django_assert_max_num_queries(small):
         response = token_client.get(url)
-    assert small <= 2  # the token with its user, then the page itself
+    # The token with its user, then the page itself; regions also check the reviewer role
+    # (raters get 403 there), one more query whatever the number of rows.
+    assert small <= (3 if url.startswith("/api/regions/") else 2)
     assert len(response.json()["results"]) == 30

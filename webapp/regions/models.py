@@ -150,3 +150,30 @@ class RegionChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} region {self.region_id} v{self.version}"
+
+
+class Lease(models.Model):
+    """An image handed to one annotator for review until ``expires_at``.
+
+    One row per image at most (the one-to-one key is the unique constraint that makes claiming
+    race-free): a claim either takes over a row that is expired or already the claimer's with
+    one conditional ``UPDATE``, or inserts a new row and loses cleanly to a concurrent insert
+    with an ``IntegrityError``. An expired row is simply free; nothing needs to sweep it.
+    """
+
+    image = models.OneToOneField("catalog.Image", on_delete=models.CASCADE, related_name="lease")
+    dataset = models.ForeignKey(
+        "catalog.Dataset", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField()
+    claimed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # The queue leaves out images leased live to someone else.
+            models.Index(fields=["dataset", "expires_at"], name="lease_dataset_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} leased to {self.user_id} until {self.expires_at:%H:%M:%S}"

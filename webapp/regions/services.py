@@ -7,15 +7,20 @@ the region meanwhile; then ``RegionConflict`` carries the current state and noth
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from training.geometry import BoxError, fit_box
-from webapp.regions.models import Region, RegionChange
+from webapp.regions.lint import LintRegion, lint_regions
+from webapp.regions.models import Lease, Region, RegionChange
+from webapp.regions.queue import QueueFilters, candidate_images
 
 EDITABLE = frozenset({"box", "phrase", "caption", "status", "flagged", "flag_reason"})
 
@@ -134,4 +139,226 @@ def delete_region(*, region_id: int, expected_version: int, user=None) -> None:
         region.delete()
 
 
-__all__ = ["BoxError", "RegionConflict", "create_region", "delete_region", "update_region"]
+# --- Review: accept all, undo and restore -------------------------------------------------------
+
+# The fields of a snapshot that a restore writes back (score, origin and version are facts).
+RESTORABLE = ("box", "phrase", "caption", "status", "flagged")
+
+
+def accept_remaining(*, image_id: int, user=None) -> list[RegionChange]:
+    """Accept every pending region of an image at once, one history row per region.
+
+    The pending rows are locked, changed with one ``UPDATE`` and recorded with one bulk
+    insert, so the cost does not grow in queries with the number of regions.
+    """
+    with transaction.atomic():
+        pending = list(
+            Region.objects.select_for_update()
+            .filter(image_id=image_id, status=Region.Status.PENDING)
+            .order_by("pk")
+        )
+        if not pending:
+            return []
+        ids = [r.pk for r in pending]
+        now = timezone.now()
+        Region.objects.filter(pk__in=ids).update(
+            status=Region.Status.ACCEPTED, version=F("version") + 1, updated_by=user, updated_at=now
+        )
+        changes = []
+        for region in pending:
+            before = region.snapshot()
+            region.status = Region.Status.ACCEPTED
+            region.version += 1
+            changes.append(
+                RegionChange(
+                    region_id=region.pk,
+                    action=RegionChange.Action.UPDATE,
+                    version=region.version,
+                    user=user,
+                    before=before,
+                    after=region.snapshot(),
+                )
+            )
+        return RegionChange.objects.bulk_create(changes)
+
+
+def _restorable(snapshot: dict) -> dict[str, Any]:
+    return {k: snapshot[k] for k in RESTORABLE if k in snapshot}
+
+
+def revert_change(
+    *, change_id: int, user=None, image=None
+) -> tuple[Region | None, RegionChange | None]:
+    """Undo one change as a new change: the region goes back to the change's ``before``.
+
+    Only while the region is still at the version that change made (else ``RegionConflict``:
+    someone changed it since, and undoing would overwrite them). Undoing a creation deletes
+    the drawn region; undoing a deletion draws it again (with a new id). Returns the region
+    (None when deleted) and the change recorded.
+    """
+    change = RegionChange.objects.get(pk=change_id)
+    if change.action == RegionChange.Action.CREATE:
+        delete_region(region_id=change.region_id, expected_version=change.version, user=user)
+        return None, RegionChange.objects.filter(region_id=change.region_id).last()
+    if change.action == RegionChange.Action.DELETE:
+        if image is None:
+            raise ValueError("undoing a deletion needs the image to draw the region on again")
+        before = change.before or {}
+        region = create_region(
+            image=image,
+            box=before["box"],
+            phrase=before.get("phrase", ""),
+            caption=before.get("caption", ""),
+            user=user,
+        )
+        return region, region.changes.last()
+    region = update_region(
+        region_id=change.region_id,
+        expected_version=change.version,
+        changes=_restorable(change.before or {}),
+        user=user,
+    )
+    return region, region.changes.last()
+
+
+def restore_version(
+    *, change_id: int, expected_version: int, user=None
+) -> tuple[Region, RegionChange]:
+    """Bring a region back to the state right after an earlier change, as a new version."""
+    change = RegionChange.objects.get(pk=change_id)
+    if change.after is None:
+        raise ValueError("that change deleted the region; there is no state to restore")
+    region = update_region(
+        region_id=change.region_id,
+        expected_version=expected_version,
+        changes=_restorable(change.after),
+        user=user,
+    )
+    return region, region.changes.last()
+
+
+# --- Consistency checks -------------------------------------------------------------------------
+
+
+def apply_lint(*, image_id: int) -> dict[int, str]:
+    """Run the consistency checks on an image's regions and store the flags that changed.
+
+    Flags are derived from the regions' own data, so writing them neither bumps the version
+    (an annotator's open edit stays valid) nor adds history. Returns the reason by region id.
+    """
+    regions = list(
+        Region.objects.filter(image_id=image_id).only(
+            "x0", "y0", "x1", "y1", "phrase", "caption", "flagged", "flag_reason",
+            "image_width", "image_height",
+        )
+    )  # fmt: skip
+    if not regions:
+        return {}
+    width, height = regions[0].image_width, regions[0].image_height
+    found = lint_regions(
+        [LintRegion(r.pk, tuple(r.box), r.phrase, r.caption) for r in regions], width, height
+    )
+    reasons = {pk: "; ".join(problems)[:64] for pk, problems in found.items()}
+    # One UPDATE per distinct reason among the regions whose flag changed (usually none).
+    changed: dict[str, list[int]] = {}
+    for region in regions:
+        reason = reasons[region.pk]
+        if (region.flagged, region.flag_reason) != (bool(reason), reason):
+            changed.setdefault(reason, []).append(region.pk)
+    for reason, ids in changed.items():
+        Region.objects.filter(pk__in=ids).update(flagged=bool(reason), flag_reason=reason)
+    return reasons
+
+
+# --- Leases -------------------------------------------------------------------------------------
+
+CLAIM_BATCH = 20
+
+
+def _lease_until(now) -> Any:
+    return now + timedelta(seconds=settings.FGAM_LEASE_SECONDS)
+
+
+def _try_claim(*, image_id: int, dataset_id: int, user, now) -> bool:
+    """Take the image's lease if it is free, expired or already ours; False if someone has it.
+
+    One conditional UPDATE takes over an expired (or own) lease; its row count says whether it
+    did. Otherwise an INSERT, which the one-lease-per-image unique key lets only one of several
+    concurrent claimers win. Race-free on PostgreSQL and SQLite alike, without table locks.
+    """
+    until = _lease_until(now)
+    taken = (
+        Lease.objects.filter(image_id=image_id)
+        .filter(Q(user=user) | Q(expires_at__lte=now))
+        .update(user=user, expires_at=until, claimed_at=now)
+    )
+    if taken:
+        return True
+    try:
+        with transaction.atomic():
+            Lease.objects.create(
+                image_id=image_id, dataset_id=dataset_id, user=user, expires_at=until,
+                claimed_at=now,
+            )  # fmt: skip
+    except IntegrityError:
+        return False
+    return True
+
+
+def claim_next_image(
+    *, dataset_id: int, user, filters: QueueFilters | None = None, exclude: Iterable[int] = ()
+) -> int | None:
+    """Lease the next image with pending regions to ``user`` and return its id (or None).
+
+    The user's other leases in the dataset are given back: an annotator holds one image at a
+    time. ``exclude`` leaves out images (the one being skipped).
+    """
+    filters = filters or QueueFilters()
+    exclude = set(exclude)
+    for _ in range(5):
+        now = timezone.now()
+        candidates = candidate_images(
+            dataset_id, filters, user_id=user.pk, now=now, exclude=exclude, limit=CLAIM_BATCH
+        )
+        if not candidates:
+            return None
+        for image_id in candidates:
+            if _try_claim(image_id=image_id, dataset_id=dataset_id, user=user, now=now):
+                Lease.objects.filter(dataset_id=dataset_id, user=user).exclude(
+                    image_id=image_id
+                ).delete()
+                return image_id
+            exclude.add(image_id)
+    return None
+
+
+def renew_lease(*, image_id: int, user) -> bool:
+    """Extend the user's live lease on the image (each saved action does); False if not theirs."""
+    now = timezone.now()
+    return bool(
+        Lease.objects.filter(image_id=image_id, user=user, expires_at__gt=now).update(
+            expires_at=_lease_until(now)
+        )
+    )
+
+
+def release_lease(*, image_id: int, user) -> bool:
+    """Give the image back to the pool (only the holder can)."""
+    deleted, _ = Lease.objects.filter(image_id=image_id, user=user).delete()
+    return bool(deleted)
+
+
+__all__ = [
+    "BoxError",
+    "RegionConflict",
+    "accept_remaining",
+    "apply_lint",
+    "claim_next_image",
+    "create_region",
+    "delete_region",
+    "release_lease",
+    "renew_lease",
+    "restore_version",
+    "revert_change",
+    "update_region",
+]

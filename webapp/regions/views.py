@@ -1,0 +1,587 @@
+"""The review screen: a queue of images with pending regions, leased one at a time, and the page
+where an annotator accepts, rejects, rewrites, resizes and draws regions from the keyboard.
+
+Every write is an htmx POST that answers with out-of-band fragments of ``regions/review.html``:
+the changed region's table row and its SVG box, nothing else. Each edit carries the version the
+page showed; a stale one gets 409 Conflict and the conflict panel (keep mine / take theirs).
+Without JavaScript the same forms post normally and redirect back to the page.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, prefetch_related_objects
+from django.db.models.functions import TruncHour
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget
+from django_htmx.middleware import HtmxDetails
+
+from training.geometry import BoxError
+from webapp.catalog.models import Dataset, Image
+from webapp.core.roles import ANNOTATOR, CURATOR
+from webapp.jobs.models import Run
+from webapp.jobs.provenance import attach_provenance
+from webapp.regions import services
+from webapp.regions.models import Lease, Region, RegionChange
+from webapp.regions.queue import BadFilter, QueueFilters, pending_regions
+from webapp.regions.services import RegionConflict
+
+TEMPLATE = "regions/review.html"
+# The review page shows at most this many regions of one image.
+REGION_LIMIT = 1000
+STATUSES = Region.Status.values
+STATUS_ACTIONS = {
+    "accept": Region.Status.ACCEPTED,
+    "reject": Region.Status.REJECTED,
+    "pending": Region.Status.PENDING,
+}
+
+
+class ReviewRequest(HttpRequest):
+    htmx: HtmxDetails
+    user: AbstractBaseUser
+
+
+# --- Helpers ------------------------------------------------------------------------------------
+
+
+def _require_reviewer(request: ReviewRequest) -> None:
+    """Annotators and curators review; raters (and anyone else) get 403.
+
+    The groups are prefetched onto the user, so the page header's role list reuses them.
+    """
+    user = request.user
+    if user.is_superuser:
+        return
+    prefetch_related_objects([user], "groups")
+    if not {g.name for g in user.groups.all()} & {ANNOTATOR, CURATOR}:
+        raise PermissionDenied("Reviewing needs the annotator or curator role.")
+
+
+def _vary(response: HttpResponse) -> HttpResponse:
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _svg_number(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _url_pattern(name: str) -> str:
+    """A route with ``{}`` where the id goes: formatting it per row is much cheaper than
+    reversing it, which matters on a page of hundreds of regions."""
+    return reverse(name, args=[987654321]).replace("987654321", "{}")
+
+
+def _decorate(regions: list[Region]) -> list[Region]:
+    """Provenance (two queries), the SVG rectangle and the URLs of each region."""
+    attach_provenance(regions)
+    patterns = {
+        "action": _url_pattern("regions:region_action"),
+        "history": _url_pattern("regions:history"),
+        "delete": _url_pattern("regions:region_delete"),
+    }
+    for region in regions:
+        region.urls = {key: pattern.format(region.pk) for key, pattern in patterns.items()}
+        region.box_text = " ".join(f"{v:.0f}" for v in region.box)
+        region.svg = {
+            "x": _svg_number(region.x0),
+            "y": _svg_number(region.y0),
+            "width": _svg_number(region.x1 - region.x0),
+            "height": _svg_number(region.y1 - region.y0),
+        }
+        # Label size and padding in image pixels, so labels look alike at any image size.
+        longer_side = max(region.image_width, region.image_height)
+        region.label = {
+            "size": max(round(longer_side / 45, 1), 6),
+            "pad": max(round(longer_side / 200, 1), 1),
+        }
+    return regions
+
+
+def _counts(image_id: int) -> dict[str, int]:
+    return Region.objects.filter(image_id=image_id).aggregate(
+        total=Count("pk"), **{s: Count("pk", filter=Q(status=s)) for s in STATUSES}
+    )
+
+
+def _filters(query) -> QueueFilters:
+    try:
+        return QueueFilters.from_query(query)
+    except BadFilter as error:
+        raise Http404(str(error)) from None
+
+
+def _review_url(image_id: int, filters: QueueFilters) -> str:
+    query = filters.as_query()
+    url = reverse("regions:review_image", args=[image_id])
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def _queue_url(dataset: Dataset, filters: QueueFilters, **extra: str) -> str:
+    query = filters.as_query() | extra
+    url = reverse("regions:queue", args=[dataset.name])
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def _int(value: str | None, name: str) -> int:
+    try:
+        return int(value or "")
+    except ValueError:
+        raise BadInput(f"{name} must be a whole number") from None
+
+
+def _float(value: str | None, name: str) -> float:
+    try:
+        return float(value or "")
+    except ValueError:
+        raise BadInput(f"{name} must be a number") from None
+
+
+class BadInput(ValueError):
+    pass
+
+
+def _changes_response(
+    request: ReviewRequest,
+    *,
+    image_id: int,
+    regions: list[Region] = (),
+    added: list[Region] = (),
+    removed: list[int] = (),
+    changes: list[int] = (),
+    undo: bool = False,
+) -> HttpResponse:
+    """The fragments that changed (rows and boxes, out of band) and the image's counts.
+
+    ``HX-Trigger: fgam:changed`` tells the page which history rows were written, so that
+    Ctrl+Z can undo them; undos themselves are not pushed again.
+    """
+    if not request.htmx:
+        return HttpResponseRedirect(
+            request.headers.get("Referer") or _review_url(image_id, QueueFilters())
+        )
+    _decorate([*regions, *added])
+    context = {
+        "regions": list(regions),
+        "added": list(added),
+        "removed": list(removed),
+        "counts": _counts(image_id),
+        "oob": True,
+    }
+    response = render(request, f"{TEMPLATE}#changes", context)
+    payload = {
+        "changes": list(changes),
+        "undo": undo,
+        "regions": [r.pk for r in regions],
+        "added": [r.pk for r in added],
+        "removed": list(removed),
+    }
+    response["HX-Trigger"] = json.dumps({"fgam:changed": payload})
+    return _vary(response)
+
+
+def _conflict_response(
+    request: ReviewRequest, region_id: int, conflict: RegionConflict, mine: dict[str, str]
+) -> HttpResponse:
+    """409 with the other person's version beside the annotator's, to keep one or the other."""
+    current = Region.objects.select_related("updated_by").filter(pk=region_id).first()
+    rows = []
+    if current is not None:
+        _decorate([current])
+        action = mine.get("action", "")
+        if action in STATUS_ACTIONS:
+            rows.append(("status", current.status, STATUS_ACTIONS[action]))
+        elif action == "edit":
+            rows.append(("caption", current.caption, mine.get("caption", "")))
+            if "phrase" in mine and mine["phrase"].strip() != current.phrase:
+                rows.append(("phrase", current.phrase, mine["phrase"]))
+        elif action == "box":
+            box = ", ".join(_svg_number(float(mine.get(k) or 0)) for k in ("x0", "y0", "x1", "y1"))
+            rows.append(("box", ", ".join(_svg_number(v) for v in current.box), box))
+    context = {
+        "current": current,
+        "mine": mine,
+        "rows": rows,
+        "can_keep_mine": bool(rows),
+        "region_id": region_id,
+        "oob": True,
+    }
+    response = render(request, f"{TEMPLATE}#conflict", context, status=409)
+    if request.htmx:
+        response = reswap(retarget(response, "#conflict"), "innerHTML")
+    return _vary(response)
+
+
+def _bad_input_response(request: ReviewRequest, message: str) -> HttpResponse:
+    response = render(request, f"{TEMPLATE}#notice", {"message": message}, status=422)
+    if request.htmx:
+        response = reswap(retarget(response, "#notice"), "innerHTML")
+    return _vary(response)
+
+
+# --- The queue ----------------------------------------------------------------------------------
+
+
+@require_GET
+def review_index(request: ReviewRequest) -> HttpResponse:
+    """Datasets with their pending regions, each with a link to its review queue."""
+    _require_reviewer(request)
+    datasets = Dataset.objects.order_by("name").annotate(
+        pending=Count("images__regions", filter=Q(images__regions__status=Region.Status.PENDING))
+    )
+    return _vary(render(request, "regions/queue.html", {"datasets": list(datasets)}))
+
+
+@require_GET
+def queue(request: ReviewRequest, name: str) -> HttpResponse:
+    """The filters of a dataset's queue, what they match, and "Start reviewing"."""
+    _require_reviewer(request)
+    dataset = get_object_or_404(Dataset, name=name)
+    filters = _filters(request.GET)
+    matching = pending_regions(dataset.pk, filters).aggregate(
+        regions=Count("pk"), images=Count("image_id", distinct=True)
+    )
+    runs = list(
+        Run.objects.filter(dataset=dataset, kind=Run.Kind.PSEUDO_LABEL)
+        .order_by("-pk")
+        .only("pk", "model_id", "parameters")[:50]
+    )
+    context = {
+        "dataset": dataset,
+        "filters": filters,
+        "matching": matching,
+        "runs": runs,
+        "origins": Region.Origin.values,
+        "empty": request.GET.get("empty") == "1",
+        "my_lease": Lease.objects.filter(
+            dataset=dataset, user=request.user, expires_at__gt=timezone.now()
+        ).first(),
+    }
+    return _vary(render(request, "regions/queue.html", context))
+
+
+@require_POST
+def start(request: ReviewRequest, name: str) -> HttpResponse:
+    """Lease the next matching image to this annotator and open it."""
+    _require_reviewer(request)
+    dataset = get_object_or_404(Dataset, name=name)
+    filters = _filters(request.POST)
+    image_id = services.claim_next_image(dataset_id=dataset.pk, user=request.user, filters=filters)
+    if image_id is None:
+        return HttpResponseRedirect(_queue_url(dataset, filters, empty="1"))
+    return HttpResponseRedirect(_review_url(image_id, filters))
+
+
+@require_POST
+def next_image(request: ReviewRequest, pk: int) -> HttpResponse:
+    """Give this image back and lease the next one (skip and next are the same move)."""
+    _require_reviewer(request)
+    image = get_object_or_404(Image.objects.select_related("dataset"), pk=pk)
+    filters = _filters(request.POST)
+    services.release_lease(image_id=image.pk, user=request.user)
+    image_id = services.claim_next_image(
+        dataset_id=image.dataset_id, user=request.user, filters=filters, exclude=[image.pk]
+    )
+    if image_id is None:
+        return HttpResponseRedirect(_queue_url(image.dataset, filters, empty="1"))
+    return HttpResponseRedirect(_review_url(image_id, filters))
+
+
+# --- The review page ----------------------------------------------------------------------------
+
+
+@require_GET
+def review_image(request: ReviewRequest, pk: int) -> HttpResponse:
+    """One image, large, with every region as a box and a row; a fixed number of queries."""
+    _require_reviewer(request)
+    image = get_object_or_404(Image.objects.select_related("dataset"), pk=pk)
+    filters = _filters(request.GET)
+    regions = _decorate(list(Region.objects.filter(image=image).order_by("pk")[:REGION_LIMIT]))
+    lease = Lease.objects.select_related("user").filter(image=image).first()
+    now = timezone.now()
+    context = {
+        "image": image,
+        "dataset": image.dataset,
+        "regions": regions,
+        "counts": _counts(image.pk),
+        "filters": filters,
+        "filter_fields": filters.as_query(),
+        "lease": lease if lease and lease.expires_at > now else None,
+        "lease_is_mine": bool(lease and lease.user_id == request.user.pk),
+        "has_file": bool(image.storage_path or image.uri.startswith(("http://", "https://"))),
+        "queue_url": _queue_url(image.dataset, filters),
+    }
+    return _vary(render(request, TEMPLATE, context))
+
+
+@require_GET
+def region_fragment(request: ReviewRequest, pk: int) -> HttpResponse:
+    """The region as it is now: "take theirs" after a conflict swaps this in."""
+    _require_reviewer(request)
+    region = get_object_or_404(Region, pk=pk)
+    if not request.htmx:
+        return HttpResponseRedirect(_review_url(region.image_id, QueueFilters()))
+    return _changes_response(request, image_id=region.image_id, regions=[region])
+
+
+def _edit(request: ReviewRequest, region: Region, fields: dict[str, Any]) -> HttpResponse:
+    mine = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
+    try:
+        version = _int(request.POST.get("version"), "version")
+        updated = services.update_region(
+            region_id=region.pk, expected_version=version, changes=fields, user=request.user
+        )
+    except RegionConflict as conflict:
+        return _conflict_response(request, region.pk, conflict, mine)
+    except (BoxError, BadInput, ValueError) as error:
+        return _bad_input_response(request, str(error))
+    services.renew_lease(image_id=region.image_id, user=request.user)
+    if set(fields) - {"status"}:
+        # The checks read captions, phrases and boxes only: a status change cannot move a flag.
+        services.apply_lint(image_id=region.image_id)
+        updated.refresh_from_db(fields=["flagged", "flag_reason"])
+    change = updated.changes.only("pk").last()
+    return _changes_response(
+        request, image_id=region.image_id, regions=[updated], changes=[change.pk]
+    )
+
+
+@require_POST
+def region_action(request: ReviewRequest, pk: int) -> HttpResponse:
+    """Accept, reject, rewrite (``edit``: caption and phrase) or move (``box``) one region."""
+    _require_reviewer(request)
+    region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=pk)
+    action = request.POST.get("action", "")
+    try:
+        if action in STATUS_ACTIONS:
+            fields = {"status": STATUS_ACTIONS[action]}
+        elif action == "edit":
+            fields = {"caption": request.POST.get("caption", "").strip()}
+            if "phrase" in request.POST:
+                fields["phrase"] = request.POST["phrase"].strip()[:512]
+        elif action == "box":
+            fields = {"box": [_float(request.POST.get(k), k) for k in ("x0", "y0", "x1", "y1")]}
+        else:
+            raise BadInput(f"unknown action {action!r}")
+    except BadInput as error:
+        return _bad_input_response(request, str(error))
+    return _edit(request, region, fields)
+
+
+@require_POST
+def region_create(request: ReviewRequest, pk: int) -> HttpResponse:
+    """A box the detector missed, drawn by the annotator (origin human)."""
+    _require_reviewer(request)
+    image = get_object_or_404(Image, pk=pk)
+    try:
+        box = [_float(request.POST.get(k), k) for k in ("x0", "y0", "x1", "y1")]
+        region = services.create_region(
+            image=image,
+            box=box,
+            phrase=request.POST.get("phrase", "").strip()[:512],
+            caption=request.POST.get("caption", "").strip(),
+            user=request.user,
+        )
+    except (BoxError, BadInput) as error:
+        return _bad_input_response(request, str(error))
+    services.renew_lease(image_id=image.pk, user=request.user)
+    change = region.changes.only("pk").last()
+    return _changes_response(request, image_id=image.pk, added=[region], changes=[change.pk])
+
+
+@require_POST
+def region_delete(request: ReviewRequest, pk: int) -> HttpResponse:
+    """Delete a human-drawn region (the others are rejected instead)."""
+    _require_reviewer(request)
+    region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=pk)
+    try:
+        version = _int(request.POST.get("version"), "version")
+        services.delete_region(region_id=pk, expected_version=version, user=request.user)
+    except RegionConflict as conflict:
+        return _conflict_response(request, pk, conflict, {"action": "delete"})
+    except (BadInput, ValueError) as error:
+        return _bad_input_response(request, str(error))
+    change = RegionChange.objects.filter(region_id=pk).only("pk").last()
+    return _changes_response(request, image_id=region.image_id, removed=[pk], changes=[change.pk])
+
+
+@require_POST
+def accept_all(request: ReviewRequest, pk: int) -> HttpResponse:
+    """Accept every region of the image that is still pending."""
+    _require_reviewer(request)
+    image = get_object_or_404(Image.objects.only("pk"), pk=pk)
+    changes = services.accept_remaining(image_id=image.pk, user=request.user)
+    services.renew_lease(image_id=image.pk, user=request.user)
+    regions = list(Region.objects.filter(pk__in=[c.region_id for c in changes]).order_by("pk"))
+    return _changes_response(
+        request, image_id=image.pk, regions=regions, changes=[c.pk for c in changes]
+    )
+
+
+@require_POST
+def undo(request: ReviewRequest, pk: int) -> HttpResponse:
+    """Undo the given history rows (Ctrl+Z): each becomes a new change back to its before.
+
+    A region that someone changed since is left alone and answered with 409.
+    """
+    _require_reviewer(request)
+    image = get_object_or_404(Image, pk=pk)
+    try:
+        values = ",".join(request.POST.getlist("change")).split(",")
+        ids = sorted({_int(v, "change") for v in values if v.strip()}, reverse=True)
+    except BadInput as error:
+        return _bad_input_response(request, str(error))
+    mine = RegionChange.objects.filter(pk__in=ids, user=request.user).values_list("pk", flat=True)
+    if len(set(mine)) != len(ids):
+        raise PermissionDenied("Only your own changes can be undone here.")
+    regions, added, removed, made = [], [], [], []
+    for change_id in ids:
+        try:
+            region, change = services.revert_change(
+                change_id=change_id, user=request.user, image=image
+            )
+        except RegionConflict as conflict:
+            region_id = RegionChange.objects.get(pk=change_id).region_id
+            return _conflict_response(request, region_id, conflict, {"action": "undo"})
+        except ValueError as error:
+            return _bad_input_response(request, str(error))
+        if region is None:
+            removed.append(RegionChange.objects.get(pk=change_id).region_id)
+        elif change.action == RegionChange.Action.CREATE:
+            added.append(region)
+        else:
+            regions.append(region)
+        made.append(change.pk)
+    services.apply_lint(image_id=image.pk)
+    regions = list(Region.objects.filter(pk__in=[r.pk for r in regions]).order_by("pk"))
+    return _changes_response(
+        request, image_id=image.pk, regions=regions, added=added, removed=removed, changes=made,
+        undo=True,
+    )  # fmt: skip
+
+
+# --- History ------------------------------------------------------------------------------------
+
+SHOWN_FIELDS = ("status", "caption", "phrase", "box", "flagged")
+
+
+@require_GET
+def region_history(request: ReviewRequest, pk: int) -> HttpResponse:
+    """Who changed the region, when, and what; each version can be restored."""
+    _require_reviewer(request)
+    region = Region.objects.filter(pk=pk).first()
+    changes = list(
+        RegionChange.objects.filter(region_id=pk).select_related("user", "run").order_by("-pk")
+    )
+    if region is None and not changes:
+        raise Http404("no such region")
+    for change in changes:
+        before, after = change.before or {}, change.after or {}
+        change.diff = [
+            (name, before.get(name), after.get(name))
+            for name in SHOWN_FIELDS
+            if before.get(name) != after.get(name)
+        ]
+    context = {"region": region, "changes": changes, "region_id": pk}
+    name = f"{TEMPLATE}#history" if request.htmx else "regions/history.html"
+    return _vary(render(request, name, context))
+
+
+@require_POST
+def restore(request: ReviewRequest, change_id: int) -> HttpResponse:
+    """Bring the region back to the state after an earlier change, recorded as a new change."""
+    _require_reviewer(request)
+    change = get_object_or_404(RegionChange, pk=change_id)
+    region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=change.region_id)
+    try:
+        version = _int(request.POST.get("version"), "version")
+        restored, made = services.restore_version(
+            change_id=change_id, expected_version=version, user=request.user
+        )
+    except RegionConflict as conflict:
+        return _conflict_response(request, region.pk, conflict, {"action": "restore"})
+    except (BoxError, BadInput, ValueError) as error:
+        return _bad_input_response(request, str(error))
+    services.apply_lint(image_id=region.image_id)
+    restored.refresh_from_db()
+    return _changes_response(
+        request, image_id=region.image_id, regions=[restored], changes=[made.pk]
+    )
+
+
+# --- Dataset progress ---------------------------------------------------------------------------
+
+PROGRESS_HOURS = 24
+
+
+@require_GET
+def progress(request: ReviewRequest, name: str) -> HttpResponse:
+    """Counts by status, origin and flag; reviews per annotator per hour; reviews over time.
+
+    Three aggregate queries whatever the data size. The page polls itself (htmx, every 10 s)
+    and gets the ``stats`` fragment back.
+    """
+    _require_reviewer(request)
+    dataset = get_object_or_404(Dataset, name=name)
+    regions = Region.objects.filter(image__dataset=dataset)
+    counts = regions.aggregate(
+        total=Count("pk"),
+        flagged=Count("pk", filter=Q(flagged=True)),
+        **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in STATUSES},
+        **{f"origin_{o}": Count("pk", filter=Q(origin=o)) for o in Region.Origin.values},
+    )
+    since = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(
+        hours=PROGRESS_HOURS - 1
+    )
+    reviews = RegionChange.objects.filter(
+        region__image__dataset=dataset,
+        at__gte=since,
+        user__isnull=False,
+        after__status__in=[Region.Status.ACCEPTED, Region.Status.REJECTED],
+    )
+    per_user = list(
+        reviews.annotate(hour=TruncHour("at"))
+        .values("user__username", "hour")
+        .annotate(n=Count("pk"))
+        .order_by("-hour", "user__username")[:200]
+    )
+    by_hour = dict(
+        reviews.annotate(hour=TruncHour("at"))
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .values_list("hour", "n")
+    )
+    hours = [since + timedelta(hours=h) for h in range(PROGRESS_HOURS)]
+    series = [(hour, by_hour.get(hour, 0)) for hour in hours]
+    peak = max((n for _, n in series), default=0) or 1
+    total = counts["total"] or 1
+    context = {
+        "dataset": dataset,
+        "counts": counts,
+        "status_rows": [
+            (s, counts[f"status_{s}"], 100 * counts[f"status_{s}"] / total) for s in STATUSES
+        ],
+        "origin_rows": [(o, counts[f"origin_{o}"]) for o in Region.Origin.values],
+        "per_user": per_user,
+        "bars": [
+            {"hour": hour, "n": n, "x": i * 10, "height": h, "y": 100 - h}
+            for i, (hour, n) in enumerate(series)
+            for h in [round(100 * n / peak, 1)]
+        ],
+        "peak": peak,
+        "now": timezone.now(),
+    }
+    name = "regions/progress.html#stats" if request.htmx else "regions/progress.html"
+    return _vary(render(request, name, context))
