@@ -2,7 +2,7 @@
 the detector adapter directly in a loop on the same images. Target: at least 0.8.
 
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/fgam_bench_pipeline \\
-        .venv/bin/python -m tests.bench.bench_pipeline [--images 96] [--batch-size 8]
+        .venv/bin/python -m tests.bench.bench_pipeline [--images 480] [--batch-size 32]
 
 The database named there is dropped, created and migrated on every run (its name must contain
 "bench"); Redis database 14 is flushed. Images are drawn scenes of one size, stored in a
@@ -51,8 +51,8 @@ def recreate_database(url: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--images", type=int, default=480)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", default="320x240", help="image width x height")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.split("x"))

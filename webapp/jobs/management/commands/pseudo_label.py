@@ -8,7 +8,7 @@ from django.core.management.base import CommandParser
 
 from webapp.jobs.management.commands._common import RunCommand
 from webapp.jobs.models import Run
-from webapp.jobs.pseudo_label import start_pseudo_label_run
+from webapp.jobs.pseudo_label import DEFAULT_BATCH_SIZE, start_pseudo_label_run
 
 
 class Command(RunCommand):
@@ -43,7 +43,7 @@ class Command(RunCommand):
             box_threshold=options["box_threshold"],
             text_threshold=options["text_threshold"],
             nms_iou=options["nms_iou"],
-            batch_size=options["batch_size"] or 8,
+            batch_size=options["batch_size"] or DEFAULT_BATCH_SIZE,
             device=options["device"],
             dtype=options["dtype"],
             image_filter={"split": options["split"]} if options["split"] is not None else None,
