@@ -184,7 +184,7 @@ SPECTACULAR_SETTINGS = {
 # Without a broker every task runs in-process, eagerly, through the same task code.
 CELERY_TASK_ALWAYS_EAGER = not env_str("CELERY_BROKER_URL")
 # The in-memory transport stands in for a broker that eager mode never talks to.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://localhost/"
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
