@@ -235,7 +235,8 @@ FGAM_LLM_PRICE_COMPLETION_PER_1K = env_float(
 # of worker processes that serve the run.
 FGAM_RUN_WINDOW = env_int("FGAM_RUN_WINDOW", 64, minimum=1)
 FGAM_LEASE_SECONDS = env_int("FGAM_LEASE_SECONDS", 900, minimum=1)
-# Dataset versions: storage prefix, shard size, default held-out fraction; training job folders.
+# Dataset versions: storage prefix, shard size, rows per cursor fetch, where a version is
+# assembled before it moves into place; training job folders; outgoing webhooks.
 FGAM_VERSIONS_PREFIX = env_str("FGAM_VERSIONS_PREFIX", "versions")
 FGAM_EXPORT_SHARD_BYTES = env_int("FGAM_EXPORT_SHARD_BYTES", 1 << 30, minimum=1)
 FGAM_EXPORT_CHUNK_SIZE = env_int("FGAM_EXPORT_CHUNK_SIZE", 10_000, minimum=1)
