@@ -166,6 +166,22 @@ def test_a_storage_outage_fails_the_run_and_a_retry_of_the_task_continues_it(png
     assert png.thumbnail_path
 
 
+def test_the_stored_bytes_are_read_once_per_image(png, monkeypatch):
+    real_open = FileSystemStorage.open
+    opened = []
+
+    def counting_open(self, name, mode="rb"):
+        opened.append(name)
+        return real_open(self, name, mode)
+
+    monkeypatch.setattr(FileSystemStorage, "open", counting_open)
+    process_new_images(image_ids=[png.pk])
+
+    assert opened.count(png.storage_path) == 1
+    png.refresh_from_db()
+    assert png.thumbnail_path
+
+
 def test_enqueueing_waits_for_the_commit_and_splits_ids_into_chunks(
     dataset, media_root, django_capture_on_commit_callbacks
 ):

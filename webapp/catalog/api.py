@@ -16,8 +16,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
@@ -37,6 +36,7 @@ from webapp.catalog.importing import (
     import_vg,
 )
 from webapp.catalog.models import Dataset, Image
+from webapp.catalog.queries import count_of
 from webapp.core.api import FilteredListMixin, id_param, list_schema
 from webapp.core.permissions import IsCurator
 
@@ -318,25 +318,14 @@ def run_upload_import(data: dict[str, Any], *, user: Any) -> dict[str, Any]:
 # --- Views ------------------------------------------------------------------------------------
 
 
-def _image_count() -> Coalesce:
-    """``COUNT(*)`` of a dataset's images, evaluated only for the datasets on the page."""
-    counted = (
-        Image.objects.filter(dataset=OuterRef("pk"))
-        .order_by()
-        .values("dataset")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
-
-
 class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
     """Datasets with their image counts; curators add to them through ``imports``."""
 
     serializer_class = DatasetSerializer
 
     def get_queryset(self) -> QuerySet[Dataset]:
-        return Dataset.objects.annotate(image_count=_image_count())
+        # A correlated COUNT(*), evaluated only for the datasets on the page.
+        return Dataset.objects.annotate(image_count=count_of(Image.objects.all(), "dataset"))
 
     @extend_schema(
         request={"multipart/form-data": ImportUploadSerializer},

@@ -22,10 +22,6 @@ from workers.imaging import ImageProblem, inspect_image, probe_metadata
 
 log = logging.getLogger(__name__)
 
-# Images per task. Small enough that one task finishes well inside its time limit and a retry
-# repeats little; large enough that the per-task overhead (a Run row, a broker round trip)
-# stays negligible next to decoding the images.
-
 # Bump when the probe gains fields, so images probed by an older version are probed again.
 PROBE_VERSION = 1
 
@@ -53,6 +49,9 @@ def enqueue_thumbnails(image_ids: Iterable[int], *, chunk_size: int | None = Non
     # modules before Django's app registry is ready.
     from workers.tasks.catalog import make_thumbnails
 
+    # Images per task. Small enough that one task finishes well inside its time limit and a
+    # retry repeats little; large enough that the per-task overhead (a Run row, a broker round
+    # trip) stays negligible next to decoding the images.
     size = chunk_size or settings.FGAM_THUMBNAIL_BATCH_SIZE
     queued = 0
     for chunk in chunked(image_ids, size):
@@ -83,7 +82,7 @@ def process_image(image: Image) -> None:
         "bytes": len(data),
         "version": PROBE_VERSION,
     }
-    ensure_thumbnail(image)
+    ensure_thumbnail(image, data=data)
     # Merge under "probe" inside a row lock, so keys other writers put in metadata survive.
     with transaction.atomic():
         locked = Image.objects.select_for_update().only("metadata").get(pk=image.pk)

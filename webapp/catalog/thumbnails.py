@@ -35,21 +35,23 @@ def read_stored_bytes(image: Image) -> bytes:
         raise NoStoredBytes(f"stored file {image.storage_path!r} does not exist") from exc
 
 
-def ensure_thumbnail(image: Image, *, size: int | None = None) -> str:
+def ensure_thumbnail(image: Image, *, size: int | None = None, data: bytes | None = None) -> str:
     """The storage name of ``image``'s thumbnail, generating and recording it if needed.
 
-    Raises ``NoStoredBytes`` when there is nothing to make it from and
-    ``workers.imaging.ImageProblem`` when the stored bytes are not a usable image.
+    ``data`` is the image's stored bytes when the caller has already read them, so they are
+    not read from storage a second time. Raises ``NoStoredBytes`` when there is nothing to
+    make it from and ``workers.imaging.ImageProblem`` when the stored bytes are not a usable
+    image.
     """
     if image.thumbnail_path and default_storage.exists(image.thumbnail_path):
         return image.thumbnail_path
     size = size or settings.FGAM_THUMBNAIL_SIZE
     name = thumbnail_name(image.sha256, size)
     if not default_storage.exists(name):
-        data = make_thumbnail(
-            read_stored_bytes(image), size, max_pixels=settings.FGAM_MAX_IMAGE_PIXELS
-        )
-        saved = default_storage.save(name, ContentFile(data))
+        if data is None:
+            data = read_stored_bytes(image)
+        thumb = make_thumbnail(data, size, max_pixels=settings.FGAM_MAX_IMAGE_PIXELS)
+        saved = default_storage.save(name, ContentFile(thumb))
         if saved != name:
             # Someone else wrote the same thumbnail meanwhile; theirs is identical, keep one.
             default_storage.delete(saved)

@@ -13,8 +13,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, prefetch_related_objects
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, prefetch_related_objects
 from django.http import (
     FileResponse,
     Http404,
@@ -30,6 +29,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
 from webapp.catalog.models import Dataset, Image, QuestionItem
+from webapp.catalog.queries import count_of
 from webapp.catalog.thumbnails import NoStoredBytes, ensure_thumbnail
 from webapp.core.roles import CURATOR
 from webapp.jobs.provenance import attach_provenance
@@ -71,18 +71,6 @@ def _render(
     return response
 
 
-def _count_of(queryset, link: str) -> Coalesce:
-    """A correlated ``COUNT(*)`` of ``queryset`` rows whose ``link`` is the outer row."""
-    counted = (
-        queryset.filter(**{link: OuterRef("pk")})
-        .order_by()
-        .values(link)
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
-
-
 # --- Datasets ---------------------------------------------------------------------------------
 
 
@@ -91,8 +79,8 @@ def dataset_list(request: HtmxHttpRequest) -> HttpResponse:
     """Every dataset with its counts, in two queries whatever the number of datasets."""
     datasets = list(
         Dataset.objects.order_by("name").annotate(
-            image_count=_count_of(Image.objects.all(), "dataset"),
-            question_count=_count_of(QuestionItem.objects.all(), "image__dataset"),
+            image_count=count_of(Image.objects.all(), "dataset"),
+            question_count=count_of(QuestionItem.objects.all(), "image__dataset"),
         )
     )
     region_counts = {
@@ -149,7 +137,7 @@ def image_grid(request: HtmxHttpRequest, name: str) -> HttpResponse:
     page = list(
         images.order_by("pk")
         .only("pk", "sha256", "width", "height", "file_name", "captions", "split", "storage_path")
-        .annotate(region_count=_count_of(Region.objects.all(), "image"))[: GRID_PAGE_SIZE + 1]
+        .annotate(region_count=count_of(Region.objects.all(), "image"))[: GRID_PAGE_SIZE + 1]
     )
     next_url = None
     if len(page) > GRID_PAGE_SIZE:
