@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.data.version import FORMAT, content_sha256
-from training.data.writer import tar_member
+from training.data.layout import FORMAT, content_sha256
+from training.data.writer import IndexWriter, tar_member
 from training.geometry import spatial_relation
 
 COLOURS = {
@@ -91,11 +91,6 @@ def make_sample(rng: random.Random, size: int) -> tuple[bytes, dict[str, Any]]:
     return out.getvalue(), record
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    # Fixed mtime, owner and mode: nothing that varies between two cuts enters a hashed file.
-    tar_member(tar, name, data)
-
-
 def write_version(
     out: str | Path,
     *,
@@ -134,9 +129,9 @@ def write_version(
             root / "stage1" / f"shard-{s:06d}.tar", "w", format=tarfile.USTAR_FORMAT
         ) as tar:
             for key, png, record in samples[start : start + shard_size]:
-                _add_member(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
+                tar_member(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
                 if not reference:
-                    _add_member(tar, f"{key}.png", png)
+                    tar_member(tar, f"{key}.png", png)
     _write_index(root, samples)
     _write_stage2(root, samples)
     counts = {
@@ -161,22 +156,11 @@ def write_version(
 
 
 def _write_index(root: Path, samples: list[tuple[str, bytes, dict[str, Any]]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = [
-        {
-            "key": key,
-            "image": record["image"],
-            "box": [float(v) for v in region["box"]],
-            "caption": region["caption"],
-            "origin": region["origin"],
-            "score": float(region["score"]),
-        }
-        for key, _, record in samples
-        for region in record["regions"]
-    ]
-    pq.write_table(pa.Table.from_pylist(rows), root / "stage1" / "index.parquet")
+    """``stage1/index.parquet`` through the writer's ``IndexWriter`` (the one index schema)."""
+    index = IndexWriter(root / "stage1" / "index.parquet")
+    for key, _, record in samples:
+        index.add_many(key, record["image"], record["regions"])
+    index.close()
 
 
 def _write_stage2(root: Path, samples: list[tuple[str, bytes, dict[str, Any]]]) -> None:
