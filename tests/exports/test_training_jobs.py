@@ -137,3 +137,20 @@ def test_train_on_export_starts_a_job_once_the_version_is_ready(
     job = TrainingJob.objects.get(version=version)
     assert job.status == "succeeded", job.log_tail
     assert job.metrics.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_job_whose_program_cannot_start_fails_with_the_reason(
+    reviewed, tmp_path, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    version = ready_version(tmp_path)
+    missing = str(tmp_path / "no-such-python")
+    monkeypatch.setattr(
+        "webapp.exports.training.command_for", lambda job, data: [missing, "-m", "training"]
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        job = start_training_job(version=version, config=dict(TINY_JOB))
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error.startswith("could not start:") and "no-such-python" in job.error

@@ -34,7 +34,7 @@ from django.conf import settings
 from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from training.data.layout import content_sha256, key_in_holdout
@@ -231,8 +231,8 @@ def export_version(*, version_id: int) -> DatasetVersion | None:
     )
     if not claimed:
         return None
+    DatasetVersion.objects.filter(pk=version_id).update(attempts=F("attempts") + 1)
     version = DatasetVersion.objects.get(pk=version_id)
-    DatasetVersion.objects.filter(pk=version_id).update(attempts=version.attempts + 1)
     target = _target(version)
     target.remove_stale_temporaries()
     tmp = target.temporary()

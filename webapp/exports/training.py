@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +27,8 @@ from django.utils import timezone
 from training.stage1.config import ConfigError, Stage1Config, resolve, to_dict
 from webapp.exports.models import DatasetVersion, TrainingJob, TrainingMetric
 from webapp.exports.services import local_path
+
+log = logging.getLogger(__name__)
 
 # Kinds with an entry point in training/ today; the others are accepted by the model and the
 # UI lists them, but starting one says clearly that training/ cannot run it yet.
@@ -146,29 +149,42 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
     TrainingJob.objects.filter(pk=job_id).update(command=command)
     log_path = out / "log.txt"
     with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=settings.BASE_DIR,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        try:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=settings.BASE_DIR,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        except OSError as exc:  # the program is missing or not executable
+            return _finish(job, TrainingJob.Status.FAILED, error=f"could not start: {exc}")
         reader = MetricsReader(job, out / "metrics.jsonl")
         cancelled = False
-        while process.poll() is None:
-            time.sleep(POLL_S)
+        tail_size = -1
+        try:
+            while process.poll() is None:
+                time.sleep(POLL_S)
+                reader.read_new()
+                tail_size = _update_tail(job, log_path, unless_size=tail_size)
+                status = TrainingJob.objects.values_list("status", flat=True).get(pk=job_id)
+                if status == TrainingJob.Status.CANCELLING and not cancelled:
+                    cancelled = True
+                    os.killpg(process.pid, signal.SIGTERM)
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, signal.SIGKILL)
             reader.read_new()
-            _update_tail(job, log_path)
-            status = TrainingJob.objects.values_list("status", flat=True).get(pk=job_id)
-            if status == TrainingJob.Status.CANCELLING and not cancelled:
-                cancelled = True
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-        reader.read_new()
+        except BaseException as exc:
+            # The watcher broke (the database went away, the task hit its time limit): stop the
+            # training it can no longer follow and say so, rather than leave a job "running".
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            _finish(job, TrainingJob.Status.FAILED, error=f"the watcher stopped: {exc!r}")
+            raise
     _update_tail(job, log_path)
     job.returncode = process.returncode
     job.save(update_fields=["returncode"])
@@ -200,15 +216,20 @@ def _finish(job: TrainingJob, status: str, error: str = "") -> TrainingJob:
     return job
 
 
-def _update_tail(job: TrainingJob, log_path: Path) -> None:
+def _update_tail(job: TrainingJob, log_path: Path, *, unless_size: int = -1) -> int:
+    """Store the end of the log; nothing is read or written while its size is
+    ``unless_size`` (the poll loop's last one). Returns the size seen (-1: unreadable)."""
     try:
         size = log_path.stat().st_size
+        if size == unless_size:
+            return size
         with log_path.open("rb") as handle:
             handle.seek(max(size - LOG_TAIL_CHARS, 0))
             tail = handle.read().decode("utf-8", errors="replace")
     except OSError:
-        return
+        return -1
     TrainingJob.objects.filter(pk=job.pk).update(log_tail=tail)
+    return size
 
 
 class MetricsReader:
@@ -232,17 +253,16 @@ class MetricsReader:
         self.offset += end + 1
         rows = []
         for raw in chunk[: end + 1].splitlines():
+            if not raw.strip():
+                continue
             try:
                 values = json.loads(raw)
-            except ValueError:
+                step = int(values.get("step", 0))
+            except (ValueError, TypeError, AttributeError) as err:
+                # A complete line that is not a metrics object: say so, keep following the file.
+                log.warning("job %s: skipped metrics line %r: %s", self.job.pk, raw[:200], err)
                 continue
-            if not isinstance(values, dict):
-                continue
-            rows.append(
-                TrainingMetric(
-                    job=self.job, line=self.line, step=int(values.get("step", 0)), values=values
-                )
-            )
+            rows.append(TrainingMetric(job=self.job, line=self.line, step=step, values=values))
             self.line += 1
         TrainingMetric.objects.bulk_create(rows, ignore_conflicts=True)
         if rows:
