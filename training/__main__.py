@@ -1,7 +1,8 @@
-"""``python -m training <command> ...``: stage1, synth, tiny-clip."""
+"""``python -m training <command> ...``: Stage-1, Stage-2, the rectification loop and tools."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -10,24 +11,35 @@ USAGE = """usage: python -m training <command> [args]
 commands:
   stage1     Stage-1 region-text pre-training (ITCL + RTCL + SCC)
   synth      write a synthetic dataset version (coloured shapes) in the FORMATS.md layout
+  sft        Stage-2 SFT of the MLLM M on stage2/sft.jsonl (Eq. 7, loss on A*_{k+1} only)
+  rm         train the rectification module (RM) on stage2/rm.jsonl
+  rl         Stage-2 RL of M with the RM as reward (GRPO, KL to the reference)
+  hybrid     SFT then RL in one run (the preprint's best setting, §4.5)
+  rectify    run the iterative rectification loop A_0 -> F_0 -> A_1 ... on a JSONL of items
   tiny-clip  write a tiny random CLIPModel with an offline tokenizer (tests, CPU trials)
+  tiny-llava write a tiny random LLaVA (and a tiny text RM) with an offline tokenizer
 """
+
+# command -> (module, function); imported only when run, so one command's heavy imports never
+# slow another.
+COMMANDS = {
+    "stage1": ("training.stage1.main", "main"),
+    "synth": ("training.data.synthetic", "main"),
+    "tiny-clip": ("training.stage1.tiny", "main"),
+    "sft": ("training.stage2.sft", "sft_main"),
+    "rm": ("training.stage2.sft", "rm_main"),
+    "rl": ("training.stage2.rl", "rl_main"),
+    "hybrid": ("training.stage2.rl", "hybrid_main"),
+    "rectify": ("training.stage2.rectify", "main"),
+    "tiny-llava": ("training.stage2.tiny", "main"),
+}
 
 
 def _command(name: str) -> Callable[[Sequence[str]], int] | None:
-    if name == "stage1":
-        from training.stage1.main import main as stage1
-
-        return stage1
-    if name == "synth":
-        from training.data.synthetic import main as synth
-
-        return synth
-    if name == "tiny-clip":
-        from training.stage1.tiny import main as tiny
-
-        return tiny
-    return None
+    if name not in COMMANDS:
+        return None
+    module, function = COMMANDS[name]
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

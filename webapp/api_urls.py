@@ -11,9 +11,11 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
 from webapp.catalog.api import DatasetViewSet, ImageViewSet
+from webapp.evaluation.api import ROUTES as EVALUATION_ROUTES
 from webapp.exports.api import TrainingJobViewSet, VersionViewSet
 from webapp.jobs.api import RunViewSet
 from webapp.regions.api import RegionViewSet
+from webapp.trajectories.api import ROUTES as TRAJECTORY_ROUTES
 
 
 class TokenView(ObtainAuthToken):
@@ -42,6 +44,8 @@ router.register("regions", RegionViewSet, basename="region")
 router.register("runs", RunViewSet, basename="run")
 router.register("versions", VersionViewSet, basename="version")
 router.register("training-jobs", TrainingJobViewSet, basename="training-job")
+for prefix, viewset, basename in TRAJECTORY_ROUTES + EVALUATION_ROUTES:
+    router.register(prefix, viewset, basename=basename)
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "webapp.catalog",
     "webapp.regions",
     "webapp.exports",
+    "webapp.trajectories",
+    "webapp.evaluation",
 ]
 
 MIDDLEWARE = [

@@ -8,6 +8,8 @@ urlpatterns = [
     path("runs/", include("webapp.jobs.urls")),
     path("versions/", include("webapp.exports.urls")),
     path("review/", include("webapp.regions.urls")),
+    path("trajectories/", include("webapp.trajectories.urls")),
+    path("evaluation/", include("webapp.evaluation.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -3,7 +3,8 @@
 ``POST /v1/chat/completions`` answers like an OpenAI chat endpoint. What it does for a request
 is scripted by *key*: the first key of ``script`` found in the request's text picks a list of
 actions, consumed one per request; when the list is used up (or no key matches) the answer is
-a valid ``{"caption": "..."}``. Actions:
+valid: ``responder(request)`` when one is given (Stage-2 tests play M and the RM this way),
+else a ``{"caption": "..."}``. Actions:
 
 - ``ok``: a valid answer;
 - ``429`` / ``500`` / ``503`` / ``400``: that HTTP error (429 carries ``Retry-After: 0``);
@@ -33,7 +34,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -99,6 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, _completion(request, json.dumps({"caption": REFUSAL_TEXT})))
         elif action == "refusal-field":
             self._send(200, _completion(request, None, refusal=REFUSAL_TEXT))
+        elif state.responder is not None:
+            self._send(200, _completion(request, state.responder(request)))
         else:
             caption = f"a region showing the {_phrase(request) or 'object'}"
             self._send(200, _completion(request, json.dumps({"caption": caption})))
@@ -182,9 +185,13 @@ class LLMServer:
         latency: float = 0.0,
         slow_s: float = 2.0,
         port: int = 0,
+        responder: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> None:
         self.script = {key: list(actions) for key, actions in (script or {}).items()}
         self.latency, self.slow_s = latency, slow_s
+        # What a valid answer ("ok") contains; by default a ``{"caption": ...}`` for the
+        # captioner. Stage-2 tests pass a function of the request that plays M and the RM.
+        self.responder = responder
         self.counts: Counter[str] = Counter()
         self.last_request: dict[str, dict] = {}
         self.total = 0

@@ -8,16 +8,15 @@ the region meanwhile; then ``RegionConflict`` carries the current state and noth
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from training.geometry import BoxError, fit_box
+from webapp.core import leases
+from webapp.core.versioning import Conflict, versioned_update
 from webapp.regions.lint import LintRegion, lint_regions
 from webapp.regions.models import Lease, Region, RegionChange
 from webapp.regions.queue import QueueFilters, candidate_images
@@ -25,11 +24,8 @@ from webapp.regions.queue import QueueFilters, candidate_images
 EDITABLE = frozenset({"box", "phrase", "caption", "status", "flagged", "flag_reason"})
 
 
-@dataclass
-class RegionConflict(Exception):
+class RegionConflict(Conflict):
     """The region moved on since the writer read it; ``current`` is what it is now."""
-
-    current: dict | None
 
     def __str__(self) -> str:
         if self.current is None:
@@ -64,20 +60,8 @@ def update_region(
     Raises ``RegionConflict`` when the version moved (or the region is gone), ``BoxError`` or
     ``ValueError`` for a bad value. Nothing is written in either case.
     """
-    with transaction.atomic():
-        region = Region.objects.select_for_update().filter(pk=region_id).first()
-        if region is None:
-            raise RegionConflict(current=None)
-        if region.version != expected_version:
-            raise RegionConflict(current=region.snapshot())
-        before = region.snapshot()
-        columns = _columns(changes, region.image_width, region.image_height)
-        updated = Region.objects.filter(pk=region_id, version=expected_version).update(
-            **columns, version=F("version") + 1, updated_by=user, updated_at=timezone.now()
-        )
-        if updated != 1:
-            raise RegionConflict(current=Region.objects.get(pk=region_id).snapshot())
-        region.refresh_from_db()
+
+    def record(region: Region, before: dict, after: dict) -> None:
         RegionChange.objects.create(
             region=region,
             action=RegionChange.Action.UPDATE,
@@ -85,9 +69,19 @@ def update_region(
             user=user,
             run=run,
             before=before,
-            after=region.snapshot(),
+            after=after,
         )
-    return region
+
+    return versioned_update(
+        Region,
+        pk=region_id,
+        expected_version=expected_version,
+        snapshot=Region.snapshot,
+        columns=lambda region: _columns(changes, region.image_width, region.image_height),
+        record=record,
+        user=user,
+        conflict=RegionConflict,
+    )
 
 
 def create_region(
@@ -270,39 +264,9 @@ def apply_lint(*, image_id: int) -> dict[int, str]:
     return reasons
 
 
-# --- Leases -------------------------------------------------------------------------------------
+# --- Leases (the shared machinery of webapp.core.leases) -----------------------------------------
 
-CLAIM_BATCH = 20
-
-
-def _lease_until(now) -> Any:
-    return now + timedelta(seconds=settings.FGAM_LEASE_SECONDS)
-
-
-def _try_claim(*, image_id: int, dataset_id: int, user, now) -> bool:
-    """Take the image's lease if it is free, expired or already ours; False if someone has it.
-
-    One conditional UPDATE takes over an expired (or own) lease; its row count says whether it
-    did. Otherwise an INSERT, which the one-lease-per-image unique key lets only one of several
-    concurrent claimers win. Race-free on PostgreSQL and SQLite alike, without table locks.
-    """
-    until = _lease_until(now)
-    taken = (
-        Lease.objects.filter(image_id=image_id)
-        .filter(Q(user=user) | Q(expires_at__lte=now))
-        .update(user=user, expires_at=until, claimed_at=now)
-    )
-    if taken:
-        return True
-    try:
-        with transaction.atomic():
-            Lease.objects.create(
-                image_id=image_id, dataset_id=dataset_id, user=user, expires_at=until,
-                claimed_at=now,
-            )  # fmt: skip
-    except IntegrityError:
-        return False
-    return True
+CLAIM_BATCH = leases.CLAIM_BATCH
 
 
 def claim_next_image(
@@ -314,38 +278,30 @@ def claim_next_image(
     time. ``exclude`` leaves out images (the one being skipped).
     """
     filters = filters or QueueFilters()
-    exclude = set(exclude)
-    for _ in range(5):
-        now = timezone.now()
-        candidates = candidate_images(
-            dataset_id, filters, user_id=user.pk, now=now, exclude=exclude, limit=CLAIM_BATCH
+
+    def candidates(now, excluded: set[int]) -> list[int]:
+        return candidate_images(
+            dataset_id, filters, user_id=user.pk, now=now, exclude=excluded, limit=CLAIM_BATCH
         )
-        if not candidates:
-            return None
-        for image_id in candidates:
-            if _try_claim(image_id=image_id, dataset_id=dataset_id, user=user, now=now):
-                Lease.objects.filter(dataset_id=dataset_id, user=user).exclude(
-                    image_id=image_id
-                ).delete()
-                return image_id
-            exclude.add(image_id)
-    return None
+
+    return leases.claim_next(
+        Lease,
+        key_field="image_id",
+        candidates=candidates,
+        user=user,
+        scope={"dataset_id": dataset_id},
+        exclude=exclude,
+    )
 
 
 def renew_lease(*, image_id: int, user) -> bool:
     """Extend the user's live lease on the image (each saved action does); False if not theirs."""
-    now = timezone.now()
-    return bool(
-        Lease.objects.filter(image_id=image_id, user=user, expires_at__gt=now).update(
-            expires_at=_lease_until(now)
-        )
-    )
+    return leases.renew(Lease, key={"image_id": image_id}, user=user)
 
 
 def release_lease(*, image_id: int, user) -> bool:
     """Give the image back to the pool (only the holder can)."""
-    deleted, _ = Lease.objects.filter(image_id=image_id, user=user).delete()
-    return bool(deleted)
+    return leases.release(Lease, key={"image_id": image_id}, user=user)
 
 
 __all__ = [

@@ -1,0 +1,3 @@
+"""REST routes of this app: (prefix, viewset, basename), registered by webapp.api_urls."""
+
+ROUTES: list[tuple[str, type, str]] = []
