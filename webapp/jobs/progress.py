@@ -21,7 +21,7 @@ def follow_run(
     The bar counts items done and failed out of the total, which grows while the run is
     planned. tqdm hides itself when ``stream`` is not a terminal (``disable=None``).
     """
-    unit = "img" if run.kind == Run.Kind.PSEUDO_LABEL else "region"
+    unit = {Run.Kind.PSEUDO_LABEL: "img", Run.Kind.TRAJECTORY: "question"}.get(run.kind, "region")
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with tqdm(
         total=run.total or None, desc=f"{run.kind} #{run.pk}", unit=unit, file=stream, disable=None

@@ -41,7 +41,7 @@ from webapp.jobs.models import Run, RunBatch
 
 log = logging.getLogger(__name__)
 
-BATCHED_KINDS = (Run.Kind.PSEUDO_LABEL, Run.Kind.CAPTION)
+BATCHED_KINDS = (Run.Kind.PSEUDO_LABEL, Run.Kind.CAPTION, Run.Kind.TRAJECTORY)
 # Batches written per planning step: one keyset query and one bulk insert each.
 PLAN_STEP_BATCHES = 500
 # ``run.errors`` keeps the first failures for a quick look; every failure stays on its batch.
@@ -203,6 +203,10 @@ def batch_task_for(run: Run):
 
     if run.kind == Run.Kind.PSEUDO_LABEL:
         return tasks.pseudo_label_batch
+    if run.kind == Run.Kind.TRAJECTORY:
+        from workers.tasks import trajectories
+
+        return trajectories.task_for(run.parameters)
     strategy = run.parameters.get("strategy")
     if strategy == "llm":
         return tasks.caption_batch

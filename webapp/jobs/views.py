@@ -21,7 +21,7 @@ from django_htmx.middleware import HtmxDetails
 
 from webapp.catalog.models import Dataset
 from webapp.core.roles import CURATOR, has_role
-from webapp.jobs import captioning, pseudo_label
+from webapp.jobs import captioning, pseudo_label, trajectories
 from webapp.jobs.models import Run, RunBatch
 from webapp.jobs.services import (
     RunStateError,
@@ -64,7 +64,10 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         page = page[:PAGE_SIZE]
         query = {"before": page[-1].pk} | ({"kind": kind} if kind else {})
         next_url = f"{request.path}?{urlencode(query)}"
-    kinds = [("all", None), *((k, k) for k in (Run.Kind.PSEUDO_LABEL, Run.Kind.CAPTION))]
+    kinds = [
+        ("all", None),
+        *((k, k) for k in (Run.Kind.PSEUDO_LABEL, Run.Kind.CAPTION, Run.Kind.TRAJECTORY)),
+    ]
     context = {
         "runs": page,
         "next_url": next_url,
@@ -96,7 +99,7 @@ def _progress_context(request: HttpRequest, run: Run) -> dict:
         "failures": failures(run, limit=FAILURES_SHOWN),
         "cost": run_cost(run),
         "can_steer": has_role(request.user, CURATOR)
-        and run.kind in (Run.Kind.PSEUDO_LABEL, Run.Kind.CAPTION),
+        and run.kind in (Run.Kind.PSEUDO_LABEL, Run.Kind.CAPTION, Run.Kind.TRAJECTORY),
         "can_cancel": run.is_open,
         "can_resume": run.status in (Run.Status.CANCELLED, Run.Status.FAILED)
         or (run.status == Run.Status.RUNNING and open_batches == 0),
@@ -167,9 +170,27 @@ def run_start(request: HttpRequest, name: str) -> HttpResponse:
                 model=request.POST.get("model", "").strip(),
                 user=request.user,
             )
+        elif kind == Run.Kind.TRAJECTORY:
+            run = _start_trajectory_run(request, dataset)
         else:
-            raise ValueError("choose a pseudo-label or a caption run")
+            raise ValueError("choose a pseudo-label, caption or trajectory run")
     except ValueError as exc:
         messages.error(request, f"The run was not started: {exc}")
         return HttpResponseRedirect(reverse("catalog:image_grid", args=[name]))
     return HttpResponseRedirect(reverse("jobs:run_detail", args=[run.pk]))
+
+
+def _start_trajectory_run(request: HttpRequest, dataset: Dataset) -> Run:
+    """The "Generate trajectories" form: M and RM specs, K, and the seeded error types."""
+    k = request.POST.get("k") or "3"
+    if not k.isdigit():
+        raise ValueError("K must be a whole number")
+    seeded = request.POST.getlist("seeded_errors")
+    return trajectories.start_trajectory_run(
+        dataset=dataset,
+        m=request.POST.get("m", "").strip(),
+        rm=request.POST.get("rm", "").strip(),
+        k=int(k),
+        seeded_errors=seeded,
+        user=request.user,
+    )

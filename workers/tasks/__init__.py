@@ -3,4 +3,4 @@
 Task names carry their queue (``fgam.<queue>.<name>``) so routing is explicit.
 """
 
-from workers.tasks import catalog, exports, runs  # noqa: F401  (registers the tasks)
+from workers.tasks import catalog, evaluation, exports, runs, trajectories  # noqa: F401  (registers the tasks)

@@ -118,4 +118,8 @@ def _items_for(kind: str):
     from webapp.jobs.models import Run
     from webapp.jobs.pseudo_label import selected_images
 
+    if kind == Run.Kind.TRAJECTORY:
+        from webapp.jobs.trajectories import selected_questions
+
+        return selected_questions
     return selected_images if kind == Run.Kind.PSEUDO_LABEL else selected_regions
