@@ -179,6 +179,7 @@ SPECTACULAR_SETTINGS = {
         "VersionStatusEnum": "webapp.exports.models.DatasetVersion.Status",
         "TrainingJobStatusEnum": "webapp.exports.models.TrainingJob.Status",
         "TrainingJobKindEnum": "webapp.exports.models.TrainingJob.Kind",
+        "TrajectoryStatusEnum": "webapp.trajectories.models.Trajectory.Status",
     },
 }
 
