@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
-import tomllib
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+# The generic machinery lives in training.config (shared with Stage-2); re-exported here so
+# existing imports of training.stage1.config keep working.
+from training.config import ConfigError, coerce, load_file, option, parse_overrides
 
-def option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+__all__ = [
+    "PRESETS",
+    "RESUMABLE_CHANGES",
+    "ConfigError",
+    "Stage1Config",
+    "help_text",
+    "load_file",
+    "option",
+    "parse_overrides",
+    "resolve",
+    "to_dict",
+    "validate",
+]
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -108,32 +119,6 @@ RESUMABLE_CHANGES = {
 }
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def _coerce(name: str, value: Any, kind: Any) -> Any:
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if kind is float:
-            return float(value)
-        return str(value)
-    except ValueError as err:
-        raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from err
-
-
 def _check_keys(values: dict[str, Any], source: str) -> None:
     known = [f.name for f in dataclasses.fields(Stage1Config)]
     for key in values:
@@ -141,30 +126,6 @@ def _check_keys(values: dict[str, Any], source: str) -> None:
             close = difflib.get_close_matches(key, known, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
-
-
-def load_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        else:
-            data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: cannot read config: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file holds one object of key = value")
-    return data
-
-
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected key=value, got {item!r}")
-        values[key.strip()] = value
-    return values
 
 
 def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> Stage1Config:
@@ -176,7 +137,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> Stage1Co
         raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
     merged: dict[str, Any] = {**PRESETS[preset], **file_values, **cli_values, "preset": preset}
     hints = typing.get_type_hints(Stage1Config)
-    typed = {k: _coerce(k, v, hints[k]) for k, v in merged.items()}
+    typed = {k: coerce(k, v, hints[k]) for k, v in merged.items()}
     config = Stage1Config(**typed)
     validate(config)
     return config

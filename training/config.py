@@ -1,0 +1,129 @@
+"""Configuration machinery shared by every training command (Stage-1, Stage-2 SFT/RM/RL).
+
+A config is a dataclass whose fields carry help text (``option(default, help)``). Values
+resolve in this order: defaults < preset < ``--config FILE`` (JSON or TOML) < ``key=value``
+arguments, each coerced to its field's type. Unknown keys are rejected with the closest known
+names, so a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a default and the help text the CLI prints."""
+    return field(default=default, metadata={"help": help})
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names the key."""
+
+
+def coerce(name: str, value: Any, kind: Any) -> Any:
+    """``value`` (often a string from the command line) as the type ``kind`` of field ``name``.
+
+    >>> coerce("lr", "1e-4", float), coerce("lora", "off", bool), coerce("seed", 3.0, int)
+    (0.0001, False, 3)
+    """
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except ValueError as err:
+        raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from err
+
+
+def check_keys(cls: type, values: dict[str, Any], source: str) -> None:
+    """Raise ``ConfigError`` for a key that is not a field of ``cls``, with close matches."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """The key/value object of a JSON or TOML config file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot read config: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds one object of key = value")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["lr=1e-4", "lora=true"]`` -> ``{"lr": "1e-4", "lora": "true"}``."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        values[key.strip()] = value
+    return values
+
+
+def build(
+    cls: type[T],
+    file_values: dict[str, Any],
+    cli_values: dict[str, Any],
+    *,
+    presets: dict[str, dict[str, Any]] | None = None,
+) -> T:
+    """An instance of ``cls``: defaults < preset < file < command line, typed and checked.
+
+    With ``presets``, ``cls`` has a ``preset`` field whose named values apply first.
+    """
+    check_keys(cls, file_values, "the config file")
+    check_keys(cls, cli_values, "the command line")
+    merged: dict[str, Any] = {**file_values, **cli_values}
+    if presets is not None:
+        default = next(f.default for f in dataclasses.fields(cls) if f.name == "preset")  # type: ignore[arg-type]
+        preset = str(merged.get("preset", default))
+        if preset not in presets:
+            raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(presets)}")
+        merged = {**presets[preset], **merged, "preset": preset}
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: coerce(k, v, hints[k]) for k, v in merged.items()})
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The resolved config as a JSON-ready dict (what ``RUN_DIR/config.json`` holds)."""
+    return dataclasses.asdict(config)
+
+
+def help_text(cls: type) -> str:
+    """One entry per key with its default and help, for the CLI's ``--help`` epilog."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        lines.append(f"  {f.name}={f.default!r}\n      {f.metadata.get('help', '')}")
+    return "\n".join(lines)
