@@ -10,7 +10,10 @@ from tests.catalog.factories import (
     RegionFactory,
     stored_image,
 )
+from training.data.writer import NO_MORE_CORRECTIONS
 from webapp.regions.models import Region
+from webapp.trajectories.models import Trajectory, TrajectoryStep
+from webapp.trajectories.services import update_trajectory
 
 ACCEPTED = Region.Status.ACCEPTED
 
@@ -39,6 +42,58 @@ def reviewed(media_root):
             reference=None if n % 3 == 0 else f"car {n}",
         )  # fmt: skip
     return dataset
+
+
+def make_trajectory(image, question, steps, *, status="generated", final="", item=None):
+    """A trajectory with its steps ``(response, feedback, error_types)``, through the ORM."""
+    trajectory = Trajectory.objects.create(
+        dataset=image.dataset, image=image, question=question, final_answer=final,
+        status=status, question_item=item,
+    )  # fmt: skip
+    for k, (response, feedback, errors) in enumerate(steps):
+        TrajectoryStep.objects.create(
+            trajectory=trajectory, k=k, response=response, feedback=feedback, error_types=errors
+        )
+    return trajectory
+
+
+@pytest.fixture
+def trajectories(reviewed):
+    """Four trajectories on the first four images of "street", one per review outcome."""
+    images = list(reviewed.images.order_by("id"))
+    accepted = make_trajectory(
+        images[0],
+        "Where is the car?",
+        [
+            ("The car is right of the tree.", "The car is left of the tree.", ["spatial"]),
+            ("The car is left of the tree.", NO_MORE_CORRECTIONS, []),
+        ],
+        status="approved",
+        final="The car is left of the tree.",
+    )
+    # The loop ran out of steps; an annotator wrote the answer and approved it in the editor.
+    corrected = make_trajectory(
+        images[1],
+        "What colour is the car?",
+        [("The car is blue.", "The car is red, not blue.", ["attribute"])],
+        status="in_review",
+    )
+    corrected = update_trajectory(
+        trajectory_id=corrected.pk,
+        expected_version=corrected.version,
+        changes={"final_answer": "The car is red.", "status": "approved"},
+    )
+    rejected = make_trajectory(
+        images[2], "How many trees?", [("Three trees.", "There is one tree.", ["object"])],
+        status="rejected", final="One tree.",
+    )  # fmt: skip
+    unreviewed = make_trajectory(
+        images[3],
+        "Is there a tree?",
+        [("No.", "There is a tall tree.", ["object"]), ("Yes, a tall tree.", "", [])],
+    )
+    return {"accepted": accepted, "corrected": corrected, "rejected": rejected,
+            "unreviewed": unreviewed}  # fmt: skip
 
 
 # Shared fixtures of other test packages: a real Celery worker, a tiny random CLIP on disk.

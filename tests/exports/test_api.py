@@ -46,6 +46,8 @@ def test_a_curator_cuts_a_version_and_everyone_reads_and_downloads_it(
     assert version["status"] == "ready" and len(version["content_sha256"]) == 64
     assert version["counts"]["stage1_regions"] == 16 and version["datasets"] == ["street"]
     assert version["size_bytes"] > 0
+    assert version["progress"] == {"phase": "done", "done": 24, "total": 24,
+                                   "percent": 100.0}  # fmt: skip
     detail = reader.get(f"/api/versions/{version['id']}/").json()
     assert detail["manifest"]["content_sha256"] == version["content_sha256"]
 

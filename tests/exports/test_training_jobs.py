@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -12,7 +15,14 @@ from tests.exports.conftest import TINY_JOB
 from webapp.core.roles import CURATOR
 from webapp.exports.models import TrainingJob, TrainingMetric
 from webapp.exports.services import cut_version, export_version
-from webapp.exports.training import TrainingJobError, cancel_training_job, start_training_job
+from webapp.exports.training import (
+    TrainingJobError,
+    cancel_training_job,
+    command_for,
+    config_note,
+    default_config,
+    start_training_job,
+)
 
 
 def ready_version(tmp_path):
@@ -45,16 +55,70 @@ def test_a_stage1_job_runs_in_process_and_its_losses_reach_the_page(
 
 
 @pytest.mark.django_db
-def test_bad_configs_and_kinds_without_an_entry_point_are_refused(reviewed, tmp_path, settings):
+def test_bad_configs_kinds_and_presets_are_refused(reviewed, tmp_path, settings):
     settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
     version = ready_version(tmp_path)
     with pytest.raises(TrainingJobError, match="unknown config key 'batchsize'"):
         start_training_job(version=version, config={"batchsize": 3})
-    with pytest.raises(TrainingJobError, match="entry point"):
-        start_training_job(version=version, kind="rl")
+    with pytest.raises(TrainingJobError, match="unknown config key 'lrr'"):
+        start_training_job(version=version, kind="stage2_sft", config={"lrr": 3})
+    with pytest.raises(TrainingJobError, match="lora"):
+        start_training_job(version=version, kind="rm", config={"lora": "maybe"})
+    with pytest.raises(TrainingJobError, match="unknown kind 'dance'"):
+        start_training_job(version=version, kind="dance")
     with pytest.raises(TrainingJobError, match="names a preset"):
         start_training_job(version=version, kind="ablation")
+    with pytest.raises(TrainingJobError, match="unknown preset 'nope'"):
+        start_training_job(version=version, kind="ablation", preset="nope")
     assert not TrainingJob.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kind", "command", "config_class", "needs"),
+    [
+        ("stage2_sft", "sft", "training.stage2.config.SFTConfig", {}),
+        ("rm", "rm", "training.stage2.config.RMConfig", {}),
+        # RL checks its own rules too: the reward's RM must be named.
+        ("rl", "rl", "training.stage2.rl.RLConfig", {"rm": "/models/rm"}),
+    ],
+)
+def test_stage2_kinds_run_their_entry_point_with_training_defaults(
+    reviewed, tmp_path, settings, kind, command, config_class, needs
+):
+    import dataclasses
+    import importlib
+
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    version = ready_version(tmp_path)
+    module, name = config_class.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    defaults = default_config(kind)
+    assert defaults == json.loads(json.dumps(dataclasses.asdict(cls()), default=str))
+    assert config_note(kind) == ""
+    job = start_training_job(version=version, kind=kind, config={"max_steps": 3, **needs}, gpus=2)
+    assert job.config == {"max_steps": 3, **needs}  # only what differs from the defaults
+    cmd = command_for(job, Path(version.location))
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--nproc-per-node", "2", "-m"]
+    assert cmd[6:9] == ["training", command, "--data"] and "max_steps=3" in cmd[-2:]
+
+
+@pytest.mark.django_db
+def test_a_kind_whose_training_module_is_missing_gets_an_empty_config_and_a_note(
+    reviewed, tmp_path, settings, monkeypatch
+):
+    from webapp.exports import training
+
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    spec = training.SPECS["hybrid"]
+    monkeypatch.setitem(
+        training.SPECS, "hybrid", dataclasses.replace(spec, module="training.stage2.nowhere")
+    )
+    assert default_config("hybrid") == {}
+    assert "training.stage2.nowhere cannot be imported" in config_note("hybrid")
+    job = start_training_job(version=ready_version(tmp_path), kind="hybrid", config={"a": "1"})
+    assert job.config == {"a": "1"}
+    assert command_for(job, Path("/v"))[3:4] == ["hybrid"]
 
 
 @pytest.mark.services
@@ -154,3 +218,68 @@ def test_a_job_whose_program_cannot_start_fails_with_the_reason(
     job.refresh_from_db()
     assert job.status == "failed"
     assert job.error.startswith("could not start:") and "no-such-python" in job.error
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    """A tiny random LLaVA saved with save_pretrained (``training/stage2/tiny.py``)."""
+    from training.stage2.tiny import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_a_real_gpu_queue_worker_runs_stage2_sft_on_a_version_and_streams_metrics(
+    start_celery_worker, trajectories, tiny_llava, tmp_path
+):
+    """Trajectories reviewed in the app, cut into a version, trained on by
+    ``python -m training sft`` through a real worker: the loss lines arrive in the database."""
+    from django.conf import settings
+
+    runs = tmp_path / "runs"
+    worker = start_celery_worker("gpu", "default", env={"FGAM_TRAINING_DIR": str(runs)})
+    version = ready_version(tmp_path)
+    assert version.counts["sft"] == 2
+    settings.FGAM_TRAINING_DIR = str(runs)
+    config = {"model": str(tiny_llava), "max_steps": 6, "log_every": 1, "batch_size": 1,
+              "grad_accum": 1, "warmup_steps": 0, "device": "cpu"}  # fmt: skip
+    job = start_training_job(version=version, kind="stage2_sft", config=config)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status in ("succeeded", "failed"):
+            break
+        time.sleep(0.3)
+    assert job.status == "succeeded", job.log_tail + worker.log()
+    assert job.command[2:5] == ["training", "sft", "--data"]
+    steps = [m.step for m in job.metrics.order_by("line")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert all("loss" in m.values for m in job.metrics.all())
+    assert (Path(job.out_dir) / "final").is_dir()
+
+
+@pytest.mark.django_db
+def test_hybrid_jobs_and_the_figure_2_ablations_check_each_phase(reviewed, tmp_path, settings):
+    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
+    version = ready_version(tmp_path)
+    defaults = default_config("hybrid")
+    assert defaults["preset"] == "hybrid"
+    assert defaults["sft.lr"] == default_config("stage2_sft")["lr"]
+    assert defaults["rl.lr"] == default_config("rl")["lr"]
+    with pytest.raises(TrainingJobError, match="rm= is required"):
+        start_training_job(version=version, kind="hybrid", config={"sft.max_steps": 2})
+    with pytest.raises(TrainingJobError, match="unknown config key 'lrr'"):
+        start_training_job(version=version, kind="hybrid", config={"lrr": 1})
+    job = start_training_job(
+        version=version, kind="hybrid", config={"sft.max_steps": 2, "rl.rm": "/models/rm"}
+    )
+    assert job.config == {"sft.max_steps": 2, "rl.rm": "/models/rm"}
+    assert command_for(job, Path("/v"))[3:4] == ["hybrid"]
+    # Figure 2's SFT-only arm: the hybrid command with its preset, no RM needed.
+    ablation = start_training_job(version=version, kind="ablation", preset="sft_only")
+    cmd = command_for(ablation, Path("/v"))
+    assert cmd[3] == "hybrid" and "preset=sft_only" in cmd
+    assert ablation.preset == "sft_only"
+    stage1 = start_training_job(version=version, kind="ablation", preset="itcl_only")
+    assert command_for(stage1, Path("/v"))[3] == "stage1"

@@ -133,3 +133,76 @@ def test_resuming_the_stream_skips_exactly_the_batches_already_used(small_versio
     first = [next(it) for _ in range(15)]  # crosses a pass (10 batches per pass)
     resumed = iter(Stage1Stream(version, 4, keys, seed=3, skip_batches=7))
     assert [next(resumed) for _ in range(8)] == first[7:]
+
+
+def test_the_fast_stage1_serialisation_is_byte_for_byte_canonical_json():
+    """The exporter's hot path must write exactly what ``canonical_json`` writes: the content
+    hash of a version may not depend on which path serialised it."""
+    import random
+
+    from training.data.writer import canonical_json, region_from_row, stage1_json
+
+    rng = random.Random(7)
+    texts = ["", "plain", 'quo"te', "back\\slash", "new\nline\ttab", "ünï©ødé ✓", "\x01ctl",
+             "emoji 🐱", "</script>"]  # fmt: skip
+    for _ in range(300):
+        rows = []
+        for _ in range(rng.randrange(0, 6)):
+            x0 = rng.choice([0.0, 1.5, rng.random() * 100, 3.0000000000000004, 1e-7])
+            y0 = rng.random() * 50
+            rows.append(
+                (
+                    rng.randrange(1, 10**12), x0, y0, x0 + 1 + rng.random() * 10, y0 + 2.25,
+                    rng.choice(texts), rng.choice(texts), rng.choice(["gt", "detector", "human"]),
+                    rng.choice([None, 0.0, 1.0, rng.random(), 0.8712345678]),
+                )
+            )  # fmt: skip
+        head = {"image": "ab" * 32, "width": rng.randrange(1, 5000), "height": 480,
+                "caption": rng.choice(texts)}  # fmt: skip
+        if rng.random() < 0.5:
+            head["uri"] = "file:///tmp/a%20b.png"
+        expected = canonical_json({**head, "regions": [region_from_row(r) for r in rows]})
+        assert stage1_json(head, rows) == expected
+
+
+def test_the_index_is_the_same_from_records_and_from_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    from training.data.writer import IndexWriter, region_from_row
+
+    rows = [(n, 1.0 * n, 2.0, 3.0 + n, 4.0, f"p{n}", f"c{n}", "gt", None if n % 2 else 0.5)
+            for n in range(7)]  # fmt: skip
+    by_rows, by_records = (
+        IndexWriter(tmp_path / "a.parquet", row_group=4),
+        IndexWriter(tmp_path / "b.parquet", row_group=4),
+    )
+    for key, part in (("k1", rows[:3]), ("k2", rows[3:5]), ("k3", rows[5:])):
+        by_rows.add_rows(key, key.upper(), part)
+        by_records.add_many(key, key.upper(), [region_from_row(r) for r in part])
+    by_rows.close()
+    by_records.close()
+    a, b = (tmp_path / "a.parquet").read_bytes(), (tmp_path / "b.parquet").read_bytes()
+    assert a == b
+    table = pq.read_table(tmp_path / "a.parquet").to_pylist()
+    assert [(r["key"], r["image"], r["region"]) for r in table] == [
+        ("k1", "K1", 0), ("k1", "K1", 1), ("k1", "K1", 2), ("k2", "K2", 3), ("k2", "K2", 4),
+        ("k3", "K3", 5), ("k3", "K3", 6),
+    ]  # fmt: skip
+    assert table[1]["box"] == [1.0, 2.0, 4.0, 4.0] and table[1]["score"] is None
+
+
+def test_stage2_rows_find_their_image_in_either_mode(tmp_path):
+    from training.data.version import record_image_bytes
+
+    version = DatasetVersion(root=tmp_path, manifest={})
+    image = tmp_path / "images" / "ab" / ("ab" * 32 + ".png")
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"\x89PNG embedded")
+    assert record_image_bytes(version, {"image": "ab" * 32}) == b"\x89PNG embedded"
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(b"\x89PNG referenced")
+    assert version.image_bytes({"image": "cd", "uri": outside.as_uri()}) == b"\x89PNG referenced"
+    with pytest.raises(DatasetVersionError, match="not a readable local file"):
+        version.image_bytes({"id": 3, "image": "cd", "uri": "s3://bucket/key.png"})
+    with pytest.raises(DatasetVersionError, match="row 4 has no image"):
+        version.image_bytes({"id": 4, "image": "cd"})

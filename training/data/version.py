@@ -175,6 +175,10 @@ class DatasetVersion:
             raise DatasetVersionError(f"{path}: missing")
         return read_jsonl(path)
 
+    def image_bytes(self, record: dict[str, Any]) -> bytes:
+        """The image bytes of a Stage-2 or evaluation row (see ``record_image_bytes``)."""
+        return record_image_bytes(self, record, where=f"{self.root}: row {record.get('id')!r}")
+
     def llava_conversations(self) -> list[dict[str, Any]]:
         path = self.root / "stage2" / "llava.json"
         if not path.is_file():
@@ -297,23 +301,33 @@ def load_image_bytes(version: DatasetVersion, rec: Stage1Record) -> bytes:
     from ``uri`` when it is a local path or ``file://`` URI (reference mode)."""
     if rec.image_bytes is not None:
         return rec.image_bytes
-    sha = str(rec.record.get("image", ""))
+    return record_image_bytes(version, rec.record, where=f"{rec.shard}: sample {rec.key!r}")
+
+
+def record_image_bytes(
+    version: DatasetVersion, record: dict[str, Any], *, where: str = "record"
+) -> bytes:
+    """The image of any record that names one (Stage-1, SFT, RM, RL prompt, LLaVA, evaluation):
+    ``images/`` by its ``image`` sha256 (embedded mode), else its ``uri`` when that is a local
+    path or ``file://`` URI (reference mode). ``where`` names the record in errors."""
+    sha = str(record.get("image", ""))
     for ext in IMAGE_EXTENSIONS:
         path = version.image_path(sha, ext)
         if path.is_file():
             return path.read_bytes()
-    uri = rec.uri
+    uri = record.get("uri")
     if uri is not None:
+        uri = str(uri)
         local = Path(uri.removeprefix("file://"))
         if not local.is_absolute():
             local = version.root / local
         if local.is_file():
             return local.read_bytes()
         raise DatasetVersionError(
-            f"{rec.shard}: sample {rec.key!r} refers to {uri!r}, which is not a readable local "
-            "file; fetch remote references before training"
+            f"{where} refers to {uri!r}, which is not a readable local file; fetch remote "
+            "references before training"
         )
-    raise DatasetVersionError(f"{rec.shard}: sample {rec.key!r} has no image")
+    raise DatasetVersionError(f"{where} has no image (no images/ file for {sha!r}, no uri)")
 
 
 def open_image(data: bytes) -> Any:

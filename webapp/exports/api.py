@@ -33,6 +33,17 @@ from webapp.exports.training import TrainingJobError, cancel_training_job, start
 class VersionSerializer(serializers.ModelSerializer):
     datasets = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     derived_from = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    progress = serializers.SerializerMethodField(
+        help_text="While cut: phase, rows written (regions, questions, trajectories), total."
+    )
+
+    def get_progress(self, version: DatasetVersion) -> dict:
+        return {
+            "phase": version.progress_phase,
+            "done": version.progress_done,
+            "total": version.progress_total,
+            "percent": version.progress_percent,
+        }
 
     class Meta:
         model = DatasetVersion
@@ -50,6 +61,7 @@ class VersionSerializer(serializers.ModelSerializer):
             "derived_from",
             "location",
             "error",
+            "progress",
             "created_at",
             "finished_at",
         ]

@@ -46,6 +46,12 @@ class DatasetVersion(models.Model):
     train_on_ready = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # Progress while the version is cut (``webapp.exports.progress``): rows written (regions,
+    # questions, trajectories) out of the total counted in the snapshot, and the phase.
+    progress_phase = models.CharField(max_length=32, blank=True)
+    progress_done = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(default=0)
+    progress_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -62,6 +68,19 @@ class DatasetVersion(models.Model):
     @property
     def is_ready(self) -> bool:
         return self.status == self.Status.READY
+
+    @property
+    def is_open(self) -> bool:
+        """Queued or being written: its page keeps polling for progress."""
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def progress_percent(self) -> float:
+        if self.status == self.Status.READY:
+            return 100.0
+        if not self.progress_total:
+            return 0.0
+        return round(100.0 * min(self.progress_done, self.progress_total) / self.progress_total, 1)
 
 
 class TrainingJob(models.Model):

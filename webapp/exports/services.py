@@ -38,9 +38,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from training.data.layout import content_sha256, key_in_holdout
-from training.data.writer import VersionWriter, folder_size
+from training.data.writer import REGION_ROW, VersionWriter, folder_size
 from webapp.catalog.models import Dataset, Image, QuestionItem
 from webapp.exports.models import DatasetVersion
+from webapp.exports.progress import ExportProgress, ProgressCallback
 from webapp.regions.models import Region
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Filters:
     origins: list[str] = field(default_factory=list)  # empty: every origin
     min_score: float | None = None
     exclude_flagged: bool = True
-    # Trajectories do not exist yet; the flag is recorded so a cut says what it asked for.
+    # True: approved trajectories only; False: every trajectory but the rejected ones.
     approved_trajectories_only: bool = True
     holdout_fraction: float = 0.0
 
@@ -166,10 +167,14 @@ def cut_version(
     chosen = _datasets(list(datasets))
     parsed = parse_filters(filters)
     ids = [d.pk for d in chosen]
-    if not region_queryset(ids, parsed).exists() and not question_queryset(ids).exists():
+    if (
+        not region_queryset(ids, parsed).exists()
+        and not question_queryset(ids).exists()
+        and not trajectory_queryset(ids, parsed).exists()
+    ):
         raise ExportError(
             f"empty selection: no region of {', '.join(d.name for d in chosen)} passes the "
-            f"filters ({describe_filters(parsed)}) and there are no questions"
+            f"filters ({describe_filters(parsed)}) and there are no questions or trajectories"
         )
     with transaction.atomic():
         version = DatasetVersion.objects.create(
@@ -222,8 +227,14 @@ def describe_filters(filters: Filters) -> str:
 # --- writing ----------------------------------------------------------------------------------
 
 
-def export_version(*, version_id: int) -> DatasetVersion | None:
-    """Write and publish the version; None when it is already ready (a redelivered task)."""
+def export_version(
+    *, version_id: int, progress_callback: ProgressCallback | None = None
+) -> DatasetVersion | None:
+    """Write and publish the version; None when it is already ready (a redelivered task).
+
+    Progress (phase, rows written, total) goes to the version row about once a second, and to
+    ``progress_callback`` (the command line's bar) at the same rate.
+    """
     claimed = (
         DatasetVersion.objects.filter(pk=version_id)
         .exclude(status=DatasetVersion.Status.READY)
@@ -236,10 +247,14 @@ def export_version(*, version_id: int) -> DatasetVersion | None:
     target = _target(version)
     target.remove_stale_temporaries()
     tmp = target.temporary()
+    progress = ExportProgress(version_id, callback=progress_callback)
     try:
-        manifest = write_files(version, tmp)
+        manifest = write_files(version, tmp, progress=progress)
+        progress.start_phase("publishing")
         location = target.publish(tmp, manifest["content_sha256"])
+        progress.close()
     except BaseException as exc:
+        progress.close()
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, Exception):
             DatasetVersion.objects.filter(pk=version_id).update(
@@ -257,6 +272,10 @@ def export_version(*, version_id: int) -> DatasetVersion | None:
             size_bytes=manifest["size_bytes"],
             manifest=manifest,
             finished_at=timezone.now(),
+            # The final figures on the row itself, whatever the progress thread managed to write.
+            progress_phase="done",
+            progress_done=progress.done,
+            progress_total=max(progress.total, progress.done),
         )
         version.refresh_from_db()
         transaction.on_commit(lambda: version_ready(version_id=version_id))
@@ -298,7 +317,9 @@ def version_ready(*, version_id: int) -> None:
             )
 
 
-def write_files(version: DatasetVersion, root: Path) -> dict[str, Any]:
+def write_files(
+    version: DatasetVersion, root: Path, *, progress: ExportProgress | None = None
+) -> dict[str, Any]:
     """Stream the version's rows into ``root`` and return the manifest written there."""
     filters = parse_filters(version.filters)
     datasets = sorted(version.datasets.all(), key=lambda d: d.name)
@@ -309,13 +330,30 @@ def write_files(version: DatasetVersion, root: Path) -> dict[str, Any]:
             root, reference=version.reference, shard_bytes=settings.FGAM_EXPORT_SHARD_BYTES
         ) as writer,
     ):
-        held_out = _write_stage1(writer, ids, filters, version.reference)
-        _write_questions(writer, ids, filters)
-        write_trajectories(writer, ids, filters)
-        if writer.regions == 0 and writer.rl_prompts.rows == 0 and writer.eval_items.rows == 0:
+        if progress is not None:
+            progress.start_phase("counting")
+            total = (
+                region_queryset(ids, filters).count()
+                + question_queryset(ids).count()
+                + trajectory_queryset(ids, filters).count()
+            )
+            progress.start_phase("stage1", total=total)
+        held_out = _write_stage1(writer, ids, filters, version.reference, progress=progress)
+        if progress is not None:
+            progress.start_phase("questions")
+        _write_questions(writer, ids, filters, progress=progress)
+        if progress is not None:
+            progress.start_phase("trajectories")
+        write_trajectories(writer, ids, filters, reference=version.reference, progress=progress)
+        if progress is not None:
+            progress.start_phase("hashing")
+        if writer.regions == 0 and not any(
+            w.rows for w in (writer.rl_prompts, writer.eval_items, writer.sft, writer.rm)
+        ):
             raise ExportError(
                 f"empty selection: no region of {', '.join(d.name for d in datasets)} passes "
-                f"the filters ({describe_filters(filters)}) and there are no questions"
+                f"the filters ({describe_filters(filters)}) and there are no questions or "
+                "trajectories"
             )
         manifest = writer.finish(
             {
@@ -352,13 +390,15 @@ class _snapshot:
         self._atomic.__exit__(*exc)
 
 
-REGION_COLUMNS = ("image_id", "id", "x0", "y0", "x1", "y1", "phrase", "caption", "origin", "score")
+# ``training.data.writer.REGION_ROW`` then the image id: ``row[:9]`` goes to the writer as is.
+REGION_COLUMNS = (*REGION_ROW, "image_id")
 IMAGE_COLUMNS = ("id", "sha256", "width", "height", "captions", "uri", "storage_path", "format")
 
 
 def _region_rows(ids: list[int], filters: Filters) -> Generator[tuple, None, None]:
-    """Regions in (image sha256, image id, region id) order, image fields left out: they come
-    from ``_image_rows`` in the same order, so no per-region copy of captions is sent."""
+    """Regions in (image sha256, image id, region id) order as ``REGION_COLUMNS`` tuples, image
+    fields left out: they come from ``_image_rows`` in the same order, so no per-region copy
+    of captions is sent."""
     queryset = (
         region_queryset(ids, filters)
         .order_by("image__sha256", "image_id", "id")
@@ -377,7 +417,12 @@ def _image_rows(ids: list[int]) -> Generator[tuple, None, None]:
 
 
 def _write_stage1(
-    writer: VersionWriter, ids: list[int], filters: Filters, reference: bool
+    writer: VersionWriter,
+    ids: list[int],
+    filters: Filters,
+    reference: bool,
+    *,
+    progress: ExportProgress | None = None,
 ) -> dict[str, int]:
     """One sample per distinct image sha256 (an image in two chosen datasets is one sample).
 
@@ -387,8 +432,8 @@ def _write_stage1(
     resolver = ImageSource()
     held_images = held_regions = 0
     current: str | None = None
-    record: dict[str, Any] = {}
-    regions: list[dict[str, Any]] = []
+    head: dict[str, Any] = {}
+    regions: list[tuple] = []
     source: tuple[str, str, str] = ("", "", "")
     fraction = filters.holdout_fraction
     images = _image_rows(ids)
@@ -398,19 +443,24 @@ def _write_stage1(
         nonlocal held_images, held_regions
         if current is None:
             return
+        if progress is not None:
+            progress.advance(len(regions))
         if fraction and key_in_holdout(current, fraction):
             held_images += 1
             held_regions += len(regions)
             return
+        # Regions stay the database's tuples (REGION_ROW order): the writer serialises them
+        # without a dict per region, the hot path of a large export.
         if reference:
-            record["uri"] = resolver.reference(current, *source)
-            writer.add_stage1(current, record, None)
+            head["uri"] = resolver.reference(current, *source)
+            writer.add_stage1_rows(current, head, regions, None)
         else:
-            writer.add_stage1(current, record, resolver.read(current, *source))
+            writer.add_stage1_rows(current, head, regions, resolver.read(current, *source))
 
     rows = _region_rows(ids, filters)
     try:
-        for image_id, rid, x0, y0, x1, y1, phrase, caption, origin, score in rows:
+        for row in rows:
+            image_id = row[9]
             if image[0] != image_id:
                 for image in images:
                     if image[0] == image_id:
@@ -422,24 +472,14 @@ def _write_stage1(
                     flush()
                     current = sha
                     regions = []
-                    record = {
+                    head = {
                         "image": sha,
                         "width": width,
                         "height": height,
                         "caption": captions[0] if captions else "",
-                        "regions": regions,
                     }
                     source = (storage_path, uri, fmt)
-            regions.append(
-                {
-                    "id": rid,
-                    "box": [x0, y0, x1, y1],
-                    "caption": caption,
-                    "phrase": phrase,
-                    "origin": origin,
-                    "score": score,
-                }
-            )
+            regions.append(row[:9])
         flush()
     finally:
         # Close both server-side cursors inside the snapshot, also when failing midway:
@@ -449,7 +489,13 @@ def _write_stage1(
     return {"heldout_images": held_images, "heldout_regions": held_regions}
 
 
-def _write_questions(writer: VersionWriter, ids: list[int], filters: Filters) -> None:
+def _write_questions(
+    writer: VersionWriter,
+    ids: list[int],
+    filters: Filters,
+    *,
+    progress: ExportProgress | None = None,
+) -> None:
     """RL prompts for training images; the held-out images' questions go to eval/ only."""
     rows = (
         question_queryset(ids)
@@ -460,23 +506,131 @@ def _write_questions(writer: VersionWriter, ids: list[int], filters: Filters) ->
     fraction = filters.holdout_fraction
     for qid, sha, question, reference in rows:
         row = {"id": qid, "image": sha, "question": question, "reference": reference}
+        if progress is not None:
+            progress.advance(1)
         if fraction and key_in_holdout(sha, fraction):
             writer.eval_items.add(row)
         else:
             writer.rl_prompts.add(row)
 
 
-def write_trajectories(writer: VersionWriter, ids: list[int], filters: Filters) -> None:
-    """Stage-2 SFT, RM and LLaVA rows from correction trajectories.
+def trajectory_queryset(dataset_ids: list[int], filters: Filters):
+    """The trajectories a cut takes: approved ones (``approved_trajectories_only``, the
+    default), or else every one that was not rejected (generated and in-review ones too: a
+    curator who turns the flag off asks for the unreviewed output of the loop)."""
+    from webapp.trajectories.models import Trajectory
 
-    Trajectories are not in the database yet (their issue comes later), so ``sft.jsonl``,
-    ``rm.jsonl`` and ``llava.json`` are written empty but valid. When they exist, this function
-    streams approved trajectories (``filters.approved_trajectories_only``) of training images
-    (held-out images never enter stage2/) into ``writer.sft`` / ``writer.rm`` /
-    ``writer.llava`` in FORMATS.md's record shapes, the final RM step with
-    ``training.data.writer.NO_MORE_CORRECTIONS`` as feedback.
+    queryset = Trajectory.objects.filter(dataset_id__in=dataset_ids)
+    if filters.approved_trajectories_only:
+        return queryset.filter(status=Trajectory.Status.APPROVED)
+    return queryset.exclude(status=Trajectory.Status.REJECTED)
+
+
+TRAJECTORY_COLUMNS = (
+    "id", "image__sha256", "question", "final_answer", "reference_answer", "status",
+    "question_item_id", "image__storage_path", "image__uri", "image__format",
+)  # fmt: skip
+
+
+def write_trajectories(
+    writer: VersionWriter,
+    ids: list[int],
+    filters: Filters,
+    *,
+    reference: bool = False,
+    progress: ExportProgress | None = None,
+) -> None:
+    """Stage-2 SFT, RM and LLaVA rows of the chosen trajectories (``webapp.exports.stage2``
+    has the row rules), streamed from three server-side cursors in the same order.
+
+    Only training images enter ``stage2/``: a trajectory of a held-out image is left out, and
+    its question goes to ``eval/items.jsonl`` unless it came from a question item (those are
+    there already). The RM evidence is the image's accepted, unflagged regions as text
+    (``evidence_text``, regions by id; an image in two chosen datasets pools both). In
+    embedded mode the image bytes of every trajectory image are in ``images/``; in reference
+    mode every row carries the image's ``uri``, as Stage-1 records do.
     """
-    return None
+    from training.stage2.prompts import evidence_text
+    from webapp.exports.stage2 import StepRow, trajectory_records
+    from webapp.trajectories.models import Trajectory, TrajectoryStep
+
+    chunk = settings.FGAM_EXPORT_CHUNK_SIZE
+    chosen = trajectory_queryset(ids, filters)
+    trajectories = (
+        chosen.order_by("image__sha256", "id")
+        .values_list(*TRAJECTORY_COLUMNS)
+        .iterator(chunk_size=chunk)
+    )
+    steps = (
+        TrajectoryStep.objects.filter(trajectory__in=chosen.values("id"))
+        .order_by("trajectory__image__sha256", "trajectory_id", "k")
+        .values_list("trajectory_id", "k", "response", "feedback", "error_types")
+        .iterator(chunk_size=chunk)
+    )
+    regions = (
+        Region.objects.filter(
+            image__dataset_id__in=ids,
+            status=Region.Status.ACCEPTED,
+            flagged=False,
+            image__sha256__in=chosen.values("image__sha256"),
+        )
+        .order_by("image__sha256", "id")
+        .values_list("image__sha256", "x0", "y0", "x1", "y1", "phrase", "caption")
+        .iterator(chunk_size=chunk)
+    )
+    resolver = ImageSource()
+    fraction = filters.holdout_fraction
+    evidence_sha: str | None = None
+    evidence = ""
+    try:
+        step_row: tuple | None = next(steps, None)
+        region_row: tuple | None = next(regions, None)
+        for tid, sha, question, final, ref, status, item_id, path, uri, fmt in trajectories:
+            # Both other cursors are in (sha, ...) order too: take this trajectory's steps and,
+            # on a new image, its regions. Rows of a held-out image are read and dropped.
+            own_steps = []
+            while step_row is not None and step_row[0] == tid:
+                own_steps.append(StepRow(step_row[1], step_row[2], step_row[3], step_row[4] or []))
+                step_row = next(steps, None)
+            if sha != evidence_sha:
+                evidence_sha, own_regions = sha, []
+                while region_row is not None and region_row[0] == sha:
+                    _, x0, y0, x1, y1, phrase, caption = region_row
+                    own_regions.append({"box": [x0, y0, x1, y1], "phrase": phrase,
+                                        "caption": caption})  # fmt: skip
+                    region_row = next(regions, None)
+                evidence = evidence_text(own_regions)
+            if progress is not None:
+                progress.advance(1)
+            if fraction and key_in_holdout(sha, fraction):
+                if item_id is None:
+                    writer.eval_items.add(
+                        {"id": f"trajectory-{tid}", "image": sha, "question": question,
+                         "reference": ref or None, "trajectory": tid}
+                    )  # fmt: skip
+                continue
+            extra: dict[str, Any] = {}
+            if reference:
+                extra["uri"] = resolver.reference(sha, path, uri, fmt)
+            elif not writer.has_image(sha):
+                writer.add_image(sha, *resolver.read(sha, path, uri, fmt))
+            records = trajectory_records(
+                trajectory={"id": tid, "image": sha, "question": question, "final_answer": final},
+                steps=own_steps,
+                evidence=evidence,
+                approved=status == Trajectory.Status.APPROVED,
+                extra=extra,
+            )
+            for row in records.sft:
+                writer.sft.add(row)
+            for row in records.rm:
+                writer.rm.add(row)
+            if records.llava is not None:
+                writer.llava.add(records.llava)
+    finally:
+        trajectories.close()
+        steps.close()
+        regions.close()
 
 
 class ImageSource:
@@ -589,14 +743,26 @@ class _StorageTarget(_Target):
 
     def publish(self, tmp: Path, sha: str) -> str:
         files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != "manifest.json")
+        # A dead attempt may have left objects this one does not write (the data changed in
+        # between, so fewer shards): they would be listed as the version's files. The version
+        # is not ready, so nobody reads the prefix yet; clear it first.
+        self._delete_prefix(self.prefix)
         for path in [*files, tmp / "manifest.json"]:
             name = f"{self.prefix}/{path.relative_to(tmp).as_posix()}"
-            if default_storage.exists(name):
-                default_storage.delete(name)  # a retry overwrites what a dead attempt left
             with path.open("rb") as handle:
                 default_storage.save(name, File(handle))
         shutil.rmtree(tmp, ignore_errors=True)
         return self.prefix
+
+    def _delete_prefix(self, prefix: str) -> None:
+        try:
+            dirs, names = default_storage.listdir(prefix)
+        except FileNotFoundError:
+            return
+        for name in names:
+            default_storage.delete(f"{prefix}/{name}")
+        for folder in dirs:
+            self._delete_prefix(f"{prefix}/{folder}")
 
 
 def _target(version: DatasetVersion) -> _Target:

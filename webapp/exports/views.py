@@ -25,7 +25,9 @@ from webapp.exports.models import DatasetVersion, TrainingJob, WebhookDelivery
 from webapp.exports.services import ExportError, cut_version
 from webapp.exports.training import (
     TrainingJobError,
+    ablation_presets,
     cancel_training_job,
+    config_note,
     default_config,
     loss_series,
     start_training_job,
@@ -52,36 +54,63 @@ def version_list(request: HttpRequest) -> HttpResponse:
     curator = has_role(request.user, CURATOR)
     if not curator:
         versions = versions.filter(status=DatasetVersion.Status.READY)
-    return render(
+    page = list(versions.order_by("-pk")[:PAGE_SIZE])
+    response = render(
         request,
         "exports/version_list.html",
         {
-            "versions": versions.order_by("-pk")[:PAGE_SIZE],
+            "versions": page,
+            "any_open": any(v.is_open for v in page),
             "can_cut": curator,
             "datasets": Dataset.objects.order_by("name") if curator else [],
         },
     )
+    patch_vary_headers(response, ("HX-Request",))
+    return response
 
 
 @require_GET
-def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def version_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The version page; for htmx polls, only its progress block while it is being cut."""
     version = get_object_or_404(
         DatasetVersion.objects.prefetch_related("datasets", "derived_from", "derivatives"), pk=pk
     )
     if not version.is_ready and not has_role(request.user, CURATOR):
         raise Http404("not ready")
-    return render(
+    fragment = bool(request.htmx) and not request.htmx.history_restore_request
+    if fragment and request.htmx.target == "version-progress":
+        if version.is_open:
+            response = render(request, "exports/version_detail.html#progress", {"version": version})
+        else:
+            # Done (or failed): the counts, hash and job form change too, so reload the page.
+            response = HttpResponse(status=204)
+            response["HX-Refresh"] = "true"
+        patch_vary_headers(response, ("HX-Request",))
+        return response
+    can_train = has_role(request.user, CURATOR) and version.is_ready
+    kind = request.GET.get("kind") or TrainingJob.Kind.STAGE1
+    if kind not in TrainingJob.Kind.values:
+        kind = TrainingJob.Kind.STAGE1
+    template = "exports/version_detail.html"
+    if fragment and request.htmx.target == "job-config":
+        template += "#job_config"  # the kind changed: its defaults
+    response = render(
         request,
-        "exports/version_detail.html",
+        template,
         {
             "version": version,
             "jobs": version.jobs.order_by("-pk"),
-            "can_train": has_role(request.user, CURATOR) and version.is_ready,
+            "can_train": can_train,
             "kinds": TrainingJob.Kind.choices,
-            "default_config": json.dumps(default_config(), indent=2),
+            "kind": kind,
+            "default_config": json.dumps(default_config(kind), indent=2),
+            "config_note": config_note(kind),
+            "ablation_presets": ablation_presets() if can_train else {},
             "filters_json": json.dumps(version.filters, indent=2, sort_keys=True),
         },
     )
+    patch_vary_headers(response, ("HX-Request",))
+    return response
 
 
 @require_POST
@@ -91,6 +120,7 @@ def version_cut(request: HttpRequest) -> HttpResponse:
         "status": request.POST.get("status", "accepted"),
         "origins": request.POST.getlist("origins"),
         "exclude_flagged": request.POST.get("include_flagged") != "on",
+        "approved_trajectories_only": request.POST.get("unapproved_trajectories") != "on",
         "holdout_fraction": request.POST.get("holdout_fraction") or 0.0,
     }
     if request.POST.get("min_score"):
@@ -119,9 +149,14 @@ def job_start(request: HttpRequest, pk: int) -> HttpResponse:
         config = json.loads(request.POST.get("config") or "{}")
         if not isinstance(config, dict):
             raise TrainingJobError("the config is a JSON object of key: value")
+        kind = request.POST.get("kind", "stage1")
+        # The form shows every default; send only what was edited, so a preset's values are
+        # not overridden by the defaults that came along.
+        defaults = default_config(kind) if kind in TrainingJob.Kind.values else {}
+        config = {k: v for k, v in config.items() if defaults.get(k, object()) != v}
         job = start_training_job(
             version=version,
-            kind=request.POST.get("kind", "stage1"),
+            kind=kind,
             preset=request.POST.get("preset", ""),
             gpus=int(request.POST.get("gpus") or 1),
             config=config,

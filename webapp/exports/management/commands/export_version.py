@@ -1,11 +1,53 @@
 """``python manage.py export_version --dataset NAME [--dataset NAME ...] [--status accepted|any]
-[--reference] --out DIR``: cut a version into DIR, in this process, and print its path."""
+[--reference] [--unapproved-trajectories] [--progress] --out DIR``: cut a version into DIR, in
+this process, with a progress bar on stderr, and print its path."""
 
 from __future__ import annotations
 
+from types import TracebackType
+from typing import TextIO
+
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
 from webapp.exports.services import ExportError, cut_version, export_version
+
+
+class ProgressBar:
+    """A tqdm bar of rows written (regions, questions, trajectories), its label the phase.
+
+    Fed by the export's progress callback, which already runs at a bounded rate (about once a
+    second), so the bar costs nothing per row. tqdm hides itself when ``stream`` is not a
+    terminal unless ``always`` (``--progress``: logs of batch jobs).
+    """
+
+    def __init__(self, stream: TextIO, *, always: bool = False) -> None:
+        self.bar = tqdm(
+            total=None,
+            unit="row",
+            file=stream,
+            disable=False if always else None,
+            desc="export",
+            dynamic_ncols=True,
+            mininterval=0,  # the export already calls at most about once a second
+        )
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.set_description_str(phase, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.bar.close()
 
 
 class Command(BaseCommand):
@@ -17,9 +59,17 @@ class Command(BaseCommand):
         parser.add_argument("--origin", action="append", default=[], help="gt, detector, human")
         parser.add_argument("--min-score", type=float, default=None)
         parser.add_argument("--include-flagged", action="store_true")
+        parser.add_argument(
+            "--unapproved-trajectories", action="store_true",
+            help="Stage-2 takes every trajectory that was not rejected (default: approved only)",
+        )  # fmt: skip
         parser.add_argument("--holdout", type=float, default=0.0, help="held-out image fraction")
         parser.add_argument("--reference", action="store_true", help="uri instead of bytes")
         parser.add_argument("--out", required=True, help="parent folder of the version")
+        parser.add_argument(
+            "--progress", action="store_true", help="show the progress bar also when stderr is "
+            "not a terminal (by default it shows on a terminal only)",
+        )  # fmt: skip
 
     def handle(self, *args, **opts) -> None:
         filters = {
@@ -27,6 +77,7 @@ class Command(BaseCommand):
             "origins": opts["origin"],
             "min_score": opts["min_score"],
             "exclude_flagged": not opts["include_flagged"],
+            "approved_trajectories_only": not opts["unapproved_trajectories"],
             "holdout_fraction": opts["holdout"],
         }
         try:
@@ -37,7 +88,10 @@ class Command(BaseCommand):
                 out_dir=opts["out"],
                 enqueue=False,
             )
-            version = export_version(version_id=version.pk)
+            # The raw stream: Django's wrapper would end every tqdm refresh with a newline.
+            stream = getattr(self.stderr, "_out", self.stderr)
+            with ProgressBar(stream, always=opts["progress"]) as bar:
+                version = export_version(version_id=version.pk, progress_callback=bar.update)
         except ExportError as err:
             raise CommandError(str(err)) from err
         assert version is not None
