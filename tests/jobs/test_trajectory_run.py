@@ -444,3 +444,46 @@ def test_the_run_page_shows_the_latency_summary(scenes, server, run_eagerly):
     assert 'data-testid="run-latency"' in page
     assert "2.00 steps per trajectory" in page
     assert "1 revision: 3 trajectories" in page
+
+
+def test_a_curator_starts_a_trajectory_run_through_the_api(
+    scenes, server, django_capture_on_commit_callbacks
+):
+    client = logged_in(CURATOR)
+    body = {
+        "dataset": scenes.pk,
+        "m": spec(server, "mllm"),
+        "rm": spec(server, "rm"),
+        "k": 2,
+        "seeded_errors": ["attribute"],
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/api/runs/trajectories/", body, content_type="application/json")
+    assert response.status_code == 201, response.content
+    run = Run.objects.get(pk=response.json()["id"])
+    assert run.kind == Run.Kind.TRAJECTORY and run.parameters["seeded_errors"] == ["attribute"]
+    assert Trajectory.objects.filter(run=run, seeded_error="attribute").exists()
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"k": 99}, "k"),
+        ({"seeded_errors": ["colour"]}, "seeded_errors"),
+        ({"dataset": 10**9}, "dataset"),
+        ({"m": "http://host/v1"}, "non_field_errors"),
+    ],
+)
+def test_the_api_names_the_bad_field(scenes, body, field):
+    response = logged_in(CURATOR).post(
+        "/api/runs/trajectories/", {"dataset": scenes.pk} | body, content_type="application/json"
+    )
+    assert response.status_code == 400 and field in response.json(), response.content
+    assert not Run.objects.exists()
+
+
+def test_an_annotator_cannot_start_one_through_the_api(scenes):
+    response = logged_in(ANNOTATOR).post(
+        "/api/runs/trajectories/", {"dataset": scenes.pk}, content_type="application/json"
+    )
+    assert response.status_code == 403

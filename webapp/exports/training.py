@@ -473,11 +473,25 @@ class MetricsReader:
         return len(rows)
 
 
+def charted_metric(key: str) -> bool:
+    """Whether a metrics key is drawn on the job page: loss terms, and for RL the reward terms
+    and the KL to the reference (GRPO's loss stays near 0 by construction, so the rewards are
+    what shows learning).
+
+    >>> [k for k in ("loss", "rtcl_loss", "lr", "reward", "reward_rm", "reward_std", "kl")
+    ...  if charted_metric(k)]
+    ['loss', 'rtcl_loss', 'reward', 'reward_rm', 'kl']
+    """
+    if key in ("loss", "reward", "kl") or key.endswith("_loss"):
+        return True
+    return key.startswith("reward_") and key != "reward_std"
+
+
 def loss_series(job: TrainingJob, *, limit: int = 2000) -> dict[str, list[tuple[int, float]]]:
-    """Each loss term per step (``*loss`` keys and ``lr``), for the curves on the job page."""
+    """Each charted term per step (``charted_metric``), for the curves on the job page."""
     series: dict[str, list[tuple[int, float]]] = {}
     for step, values in job.metrics.order_by("line").values_list("step", "values")[:limit]:
         for key, value in values.items():
-            if (key == "loss" or key.endswith("_loss")) and isinstance(value, int | float):
+            if charted_metric(key) and isinstance(value, int | float):
                 series.setdefault(key, []).append((step, float(value)))
     return series

@@ -1,6 +1,7 @@
 """REST API for runs: what was done, with which model and parameters, and how far it got.
 
-Curators start pseudo-label and caption runs (``POST /api/runs/``) and cancel, resume or retry
+Curators start pseudo-label and caption runs (``POST /api/runs/``), trajectory runs
+(``POST /api/runs/trajectories/``), and cancel, resume or retry
 them (``POST /api/runs/{id}/cancel/``, ``/resume/``, ``/retry-failed/``); everyone logged in
 reads them, with live progress: done and total, failures with reasons, items/s, ETA, tokens.
 """
@@ -24,7 +25,7 @@ from rest_framework.response import Response
 from webapp.catalog.models import Dataset
 from webapp.core.api import MAX_ID, FilteredListMixin, id_param, list_schema
 from webapp.core.permissions import IsCurator
-from webapp.jobs import captioning, pseudo_label
+from webapp.jobs import captioning, pseudo_label, trajectories
 from webapp.jobs.models import Run
 from webapp.jobs.services import (
     RunStateError,
@@ -204,6 +205,40 @@ class RunCreateSerializer(serializers.Serializer):
         return attrs
 
 
+class TrajectoryRunCreateSerializer(serializers.Serializer):
+    """A trajectory run (answer-critique-revise loop) to start; see ``start_trajectory_run``."""
+
+    dataset = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Dataset id.")
+    m = serializers.CharField(
+        required=False, allow_blank=True, max_length=500,
+        help_text="M: URL#MODEL for an endpoint, else a local folder or hub id; default from "
+        "FGAM_LLM_BASE_URL and FGAM_MLLM_MODEL.",
+    )  # fmt: skip
+    rm = serializers.CharField(
+        required=False, allow_blank=True, max_length=500,
+        help_text="The rectification module, same forms; default FGAM_RM_MODEL.",
+    )  # fmt: skip
+    k = serializers.IntegerField(
+        required=False, min_value=0, max_value=trajectories.MAX_K, help_text="Most revisions."
+    )
+    seeded_errors = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(trajectories.SEEDED_ERROR_TYPES)),
+        required=False,
+        help_text="Start from the reference answer with one injected error of these types.",
+    )
+    seed = serializers.IntegerField(required=False, min_value=0)
+    concurrency = serializers.IntegerField(required=False, min_value=1, max_value=512)
+    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=1024)
+    max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=8192)
+    m_vision = serializers.BooleanField(required=False)
+    rm_vision = serializers.BooleanField(required=False)
+    device = serializers.RegexField(r"^(auto|cpu|mps|cuda(:\d+)?)?$", required=False)
+    dtype = serializers.ChoiceField(choices=pseudo_label.DTYPES, required=False)
+    question_filter = serializers.DictField(
+        required=False, help_text="split, source, min_id, max_id."
+    )
+
+
 CONFLICT = OpenApiResponse(description="The run's status does not allow this; see detail.")
 
 
@@ -220,7 +255,9 @@ class RunViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
 
     filter_serializer_class = RunFilter
     filter_lookups = {"dataset": "dataset_id"}
-    curator_actions = frozenset({"create", "cancel", "resume", "retry_failed"})
+    curator_actions = frozenset(
+        {"create", "start_trajectories", "cancel", "resume", "retry_failed"}
+    )
 
     def get_queryset(self) -> QuerySet[Run]:
         queryset = Run.objects.all()
@@ -251,6 +288,25 @@ class RunViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
         )
         try:
             run = start(dataset=dataset, user=request.user, **data)
+        except ValueError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=TrajectoryRunCreateSerializer,
+        responses={201: RunDetailSerializer, 400: OpenApiResponse(description="Invalid.")},
+    )
+    @action(detail=False, methods=["post"], url_path="trajectories")
+    def start_trajectories(self, request: Request) -> Response:
+        """Start a trajectory run over a dataset's questions (M answers, the RM critiques)."""
+        serializer = TrajectoryRunCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        dataset = Dataset.objects.filter(pk=data.pop("dataset")).first()
+        if dataset is None:
+            raise ValidationError({"dataset": ["No dataset with this id."]})
+        try:
+            run = trajectories.start_trajectory_run(dataset=dataset, user=request.user, **data)
         except ValueError as exc:
             raise ValidationError({"non_field_errors": [str(exc)]}) from exc
         return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
