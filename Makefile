@@ -29,6 +29,7 @@ demo: setup
 	$(DEV_ENV) $(BIN)/python manage.py collectstatic --no-input -v0
 	$(DEV_ENV) $(BIN)/python manage.py create_demo_users
 	$(DEV_ENV) $(BIN)/python manage.py make_demo
+	$(DEV_ENV) $(BIN)/python manage.py make_demo_stage2
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
