@@ -3,8 +3,9 @@
 // Every save goes through htmx: the row's forms for accept / reject / caption edits, and
 // htmx.ajax for boxes, new regions and undo. The server answers with out-of-band fragments (the
 // region's row and box); a MutationObserver re-applies the selection after each swap. The
-// server's `fgam:changed` event (HX-Trigger) lists the history rows an action wrote; Ctrl+Z
-// sends the last ones back to be undone as new versions. Coordinates are image pixels: the SVG
+// server keeps the undo stack (one step per action, per annotator and image), so Ctrl+Z only
+// asks it to undo the last step as new versions, and still works after a reload; the
+// `fgam:changed` event (HX-Trigger) says what changed. Coordinates are image pixels: the SVG
 // viewBox is the image's size, so the screen CTM converts pointer positions.
 
 const review = document.getElementById("review");
@@ -23,7 +24,6 @@ let selected = null; // region id (string) or null
 let drawing = false;
 let drag = null; // {kind, id, edges, start, orig, current}
 let pending = null; // {select: id, edit: bool} applied once the row exists
-const undoStack = [];
 
 // --- Small helpers ------------------------------------------------------------------------
 
@@ -188,12 +188,8 @@ function saveBox(id, box) {
 }
 
 function undo() {
-  const changes = undoStack.pop();
-  if (!changes) {
-    setMode("Nothing to undo");
-    return;
-  }
-  post(review.dataset.undoUrl, { change: changes.join(",") });
+  // The stack lives on the server (it survives a reload): undo its newest step.
+  post(review.dataset.undoUrl, {});
 }
 
 function toggleDraw(on) {
@@ -209,11 +205,10 @@ function openDialog(id) {
 
 document.addEventListener("fgam:changed", (event) => {
   const detail = event.detail || {};
-  if (!detail.undo && detail.changes?.length) undoStack.push(detail.changes);
   if (detail.added?.length && !detail.undo) pending = { select: String(detail.added[0]), edit: true };
   const history = document.getElementById("history-dialog");
   if (history.open) history.close();
-  setMode(detail.undo ? "Undone" : "");
+  setMode(detail.nothing ? "Nothing to undo" : detail.undo ? "Undone" : "");
 });
 
 document.addEventListener("htmx:afterSwap", (event) => {

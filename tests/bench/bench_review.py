@@ -9,7 +9,11 @@ The database named there is dropped, created and migrated on every run (its name
 
 Server time is the wall time of a request through Django's test client in this process: URL
 routing, middleware (sessions, auth, CSRF), the view, its queries and the template, without a
-network hop. Each figure is p50 / p95 over ``--samples`` requests, after a few warm-up ones.
+network hop. Each figure is p50 / p95 over ``--samples`` requests, after a few warm-up ones,
+with this process's CPU time beside it. Five figures: the review page of an image with
+``--per-image`` regions, an accept, a caption rewrite (which runs the consistency checks), and
+"next image" in image order and by uncertainty (both through the stored queue, ``QueueEntry``).
+The state of the host (load average) is printed with them: on a shared machine it matters.
 Not collected by pytest (the file is not named test_*.py).
 """
 
@@ -33,16 +37,22 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def timed(samples: int, call) -> dict[str, float]:
+    """Wall time p50 / p95 (the figure the targets are about) and, beside it, the CPU time
+    this process spent: on a shared machine the gap between the two is time spent waiting
+    for a core (or for PostgreSQL, which runs in its own processes)."""
     for _ in range(3):
         call(-1)
-    times = []
+    times, cpu = [], []
     for n in range(samples):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         call(n)
         times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.thread_time() - start_cpu) * 1000)
     return {
         "p50_ms": round(statistics.median(times), 2),
         "p95_ms": round(percentile(times, 0.95), 2),
+        "cpu_p50_ms": round(statistics.median(cpu), 2),
+        "cpu_p95_ms": round(percentile(cpu, 0.95), 2),
         "samples": samples,
     }
 
@@ -143,6 +153,21 @@ def main(argv: list[str] | None = None) -> None:
         )
         assert response.status_code == 200, response.status_code
 
+    caption_regions = iter(
+        Region.objects.filter(image_id__in=images[10:20])
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+    def save_caption(n: int) -> None:
+        # A rewrite runs the consistency checks, unlike a status change.
+        response = client.post(
+            f"/review/regions/{next(caption_regions)}/action",
+            {"action": "edit", "version": 1, "caption": f"the object on the left, take {n}"},
+            HTTP_HX_REQUEST="true",
+        )
+        assert response.status_code == 200, response.status_code
+
     current = {"image": images[0]}
 
     def next_image(order: str):
@@ -154,15 +179,18 @@ def main(argv: list[str] | None = None) -> None:
         return call
 
     results = {
+        "load_average_before": os.getloadavg(),
         "regions": Region.objects.count(),
         "images": len(images),
         "regions_per_image": args.per_image,
         "seed_s": round(seeded_s, 1),
         "review_page": timed(args.samples, page),
         "save": timed(min(args.samples, len(save_regions) - 3), save),
+        "save_caption_with_lint": timed(min(args.samples, len(save_regions) - 3), save_caption),
         "next_image_by_image": timed(args.samples, next_image("image")),
         "next_image_by_uncertainty": timed(min(args.samples, 30), next_image("uncertainty")),
     }
+    results["load_average_after"] = os.getloadavg()
     json.dump(results, sys.stdout, indent=2)
     print()
 

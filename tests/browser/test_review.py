@@ -193,6 +193,20 @@ def test_an_annotator_reviews_an_image_with_the_keyboard_only(
     changes = RegionChange.objects.filter(region_id=tree.pk).order_by("pk")
     assert [c.after["status"] for c in changes] == ["rejected", "accepted", "rejected"]
 
+    # The undo stack survived the reload: Ctrl+Z undoes the last action still on it, the sun's
+    # phrase and caption written before the reload, and a second one the drawing of the sun.
+    page.keyboard.press("Control+z")
+    wait_version(page, sun, 3)
+    assert row(page, sun).locator(".phrase-text").inner_text() == "—"
+    sun.refresh_from_db()
+    assert (sun.phrase, sun.caption, sun.version) == ("", "", 3)
+    page.keyboard.press("Control+z")
+    page.wait_for_selector(f"#row-{sun.pk}", state="detached")
+    assert not Region.objects.filter(pk=sun.pk).exists()
+    assert page.locator(f"#box-{sun.pk}").count() == 0
+    assert page.inner_text("[data-testid=mode]") == "Undone"
+    page.screenshot(path=str(shots / "review_undo_after_reload.png"), full_page=True)
+
     # The history is one key away (the first pending region, the bus, is selected; K: tree).
     assert "is-selected" in row(page, bus).get_attribute("class")
     page.keyboard.press("k")

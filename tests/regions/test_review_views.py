@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from tests.catalog.factories import ImageFactory, RegionFactory, UserFactory
 from tests.regions.conftest import detector_regions
+from webapp.jobs.models import Run
 from webapp.regions.models import Lease, Region, RegionChange
 
 pytestmark = pytest.mark.django_db
@@ -281,3 +282,66 @@ def test_the_progress_page_counts_reviews_and_refreshes_itself(client_as, annota
     assert 'data-testid="count-pending">1<' in html
     fragment = client.get(url, **HX).content.decode()
     assert "<html" not in fragment and ">ann<" in fragment
+
+
+def test_a_box_move_flags_and_clears_the_other_region_it_duplicates(client_as, annotator, dataset):
+    image = ImageFactory(dataset=dataset, width=640, height=480)
+    a = RegionFactory(image=image, phrase="car", caption="a car", x0=10, y0=10, x1=50, y1=50)
+    b = RegionFactory(image=image, phrase="car", caption="a car", x0=200, y0=10, x1=240, y1=50)
+    client = client_as(annotator)
+    moved = action(client, b, action="box", x0=11, y0=10, x1=51, y1=50)
+    html = moved.content.decode()
+    # Both rows come back, both flagged; the counts do not (a box cannot move them).
+    assert f'<tr id="row-{a.pk}"' in html and f'<tr id="row-{b.pk}"' in html
+    assert html.count('data-testid="flag"') == 2 and 'id="progress"' not in html
+    a.refresh_from_db()
+    assert a.flagged and f"duplicate of #{b.pk}" in a.flag_reason
+    b.refresh_from_db()
+    action(client, b, action="box", x0=300, y0=10, x1=340, y1=50)
+    a.refresh_from_db()
+    assert not a.flagged
+
+
+def test_a_caption_rewrite_lints_only_its_region_and_sends_only_its_row(
+    client_as, annotator, image
+):
+    first, second = image.regions.order_by("pk")
+    response = action(client_as(annotator), first, action="edit", caption="a cat on the left")
+    html = response.content.decode()
+    assert html.count("<tr ") == 1 and 'data-testid="flag"' in html
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.flagged and 'caption does not mention "red car"' in first.flag_reason
+    assert not second.flagged
+
+
+def test_a_save_runs_the_same_number_of_queries_for_10_and_300_regions(
+    client_as, annotator, dataset, run
+):
+    client = client_as(annotator)
+    counts = {}
+    for n in (10, 300):
+        image = ImageFactory(dataset=dataset)
+        regions = detector_regions(image, run, [0.5] * n)
+        action(client, regions[0], action="accept")  # warm the session
+        for kind, data in (("accept", {"action": "accept"}), ("caption", {"action": "edit"})):
+            region = regions[2 if kind == "accept" else 3]
+            data.setdefault("caption", "a red car parked on the left")
+            with CaptureQueriesContext(connection) as queries:
+                assert action(client, region, **data).status_code == 200
+            counts[kind, n] = len(queries)
+    assert counts["accept", 10] == counts["accept", 300], counts
+    assert counts["caption", 10] == counts["caption", 300], counts
+
+
+def test_run_names_from_models_are_escaped_in_the_provenance(client_as, annotator, dataset):
+    evil = Run.objects.create(
+        kind=Run.Kind.PSEUDO_LABEL, dataset=dataset, model_id='x" onmouseover="alert(3)',
+        parameters={"box_threshold": 0.3},
+    )  # fmt: skip
+    image = ImageFactory(dataset=dataset)
+    detector_regions(image, evil, [0.5])
+    html = client_as(annotator).get(reverse("regions:review_image", args=[image.pk]))
+    html = html.content.decode()
+    assert 'onmouseover="alert(3)' not in html
+    assert "x&quot; onmouseover=&quot;alert(3)" in html

@@ -143,6 +143,6 @@ class RegionViewSet(FilteredListMixin, mixins.UpdateModelMixin, viewsets.ReadOnl
             return Response(data, status=status.HTTP_409_CONFLICT, headers={"ETag": _etag(current)})
         except (BoxError, ValueError) as error:
             return Response({"detail": str(error)}, status=400)
-        services.apply_lint(image_id=updated.image_id)
+        services.apply_lint(image_id=updated.image_id, region_ids=[updated.pk], changed=changes)
         updated.refresh_from_db()
         return Response(RegionSerializer(updated).data, headers={"ETag": _etag(updated)})

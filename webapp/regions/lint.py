@@ -191,17 +191,40 @@ def phrase_problems(phrase: str, caption: str) -> list[str]:
 # --- All checks ---------------------------------------------------------------------------------
 
 
-def lint_regions(regions: Sequence[LintRegion], width: int, height: int) -> dict[int, list[str]]:
-    """Every region's reasons, by id (an empty list means clean).
+def may_affect(changed: LintRegion, region: LintRegion) -> bool:
+    """Whether a change to ``changed``'s phrase or box can move ``region``'s reasons.
+
+    Only through a shared phrase (duplicates) or through ``region``'s caption naming
+    ``changed``'s phrase (relations); a caption change moves nobody's reasons but its own.
+
+    >>> car = LintRegion(1, (0, 0, 10, 10), "car", "a car")
+    >>> may_affect(car, LintRegion(2, (50, 0, 60, 10), "dog", "a dog left of the car"))
+    True
+    >>> may_affect(car, LintRegion(3, (50, 0, 60, 10), "dog", "a dog asleep"))
+    False
+    """
+    name = _normal(changed.phrase)
+    return region.id == changed.id or (
+        bool(name) and (_normal(region.phrase) == name or name in _normal(region.caption))
+    )
+
+
+def lint_regions(
+    regions: Sequence[LintRegion], width: int, height: int, only: set[int] | None = None
+) -> dict[int, list[str]]:
+    """Every region's reasons, by id (an empty list means clean); with ``only``, just those.
 
     Duplicates compare pairs of the same phrase only; relations look for each other region's
-    phrase in the caption. The bulk command runs image by image.
+    phrase in the caption. The bulk command runs image by image; a save lints the regions its
+    change can affect (``may_affect``) against all the others.
     """
     same_phrase: dict[str, list[LintRegion]] = {}
     for region in regions:
         same_phrase.setdefault(_normal(region.phrase), []).append(region)
     result = {}
     for region in regions:
+        if only is not None and region.id not in only:
+            continue
         reasons = degenerate_problems(region.box, width, height)
         reasons += spatial_position_problems(region.caption, region.box, width, height)
         reasons += relation_problems(region, regions)

@@ -177,3 +177,81 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id} leased to {self.user_id} until {self.expires_at:%H:%M:%S}"
+
+
+class QueueEntry(models.Model):
+    """An image's place in the review queue: how many regions wait and how uncertain they are.
+
+    ``priority`` is the smallest ``|score - box_threshold|`` over the image's pending regions
+    that come from a pseudo-label run with a numeric threshold (NULL when none has one: ground
+    truth and human regions come last). "Next image" is then an index scan on the partial
+    indexes below instead of an aggregate over every pending region of the dataset.
+
+    On PostgreSQL the rows are kept by statement-level triggers on ``regions_region`` (see
+    ``migrations/0003_queue_and_undo.py``), not by the services: every writer of regions, from
+    the review services to COPY in the importers and the pseudo-label workers, an ORM
+    ``.update()`` or a raw SQL fix-up, passes through them, so the stored value cannot drift
+    (the counters Label Studio keeps in Django signals did). SQLite, the zero-setup quick
+    start, has no such triggers; there the queue falls back to the aggregate over regions.
+    """
+
+    image = models.OneToOneField(
+        "catalog.Image", on_delete=models.CASCADE, primary_key=True, related_name="queue_entry"
+    )
+    dataset = models.ForeignKey(
+        "catalog.Dataset", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    pending = models.PositiveIntegerField(default=0)
+    priority = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Next by uncertainty: nearest the threshold first, NULLs last (btree's default).
+            models.Index(
+                fields=["dataset", "priority", "image"],
+                condition=Q(pending__gt=0),
+                name="queue_by_priority",
+            ),
+            # Next by image order.
+            models.Index(
+                fields=["dataset", "image"], condition=Q(pending__gt=0), name="queue_by_image"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}: {self.pending} pending, priority {self.priority}"
+
+
+class UndoStep(models.Model):
+    """One review action of one person on one image, as the history rows it wrote.
+
+    Ctrl+Z takes the person's newest open step on the image and reverts its changes as new
+    versions; the step is then closed. Kept in the database so the stack survives a reload
+    (and a second tab). A step that cannot be undone any more because someone else changed
+    one of its regions since is closed as ``superseded`` so Ctrl+Z moves on to the one before.
+    """
+
+    class Outcome(models.TextChoices):
+        UNDONE = "undone"
+        SUPERSEDED = "superseded"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey(
+        "catalog.Image", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    changes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["user", "image", "-id"],
+                condition=Q(closed_at__isnull=True),
+                name="undostep_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"undo step {self.pk} of user {self.user_id} on image {self.image_id}"

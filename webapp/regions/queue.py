@@ -1,6 +1,17 @@
 """The review queue: which images still have pending regions, filtered and in which order.
 
 Reads only; claiming an image (a lease) is ``services.claim_next_image``.
+
+Two paths, chosen per request by ``uses_stored_queue``:
+
+- **Stored** (PostgreSQL, no region filter set; either order): ``QueueEntry`` keeps each image's
+  pending count and priority (kept by triggers, see ``models.QueueEntry``), so "next" is an
+  index scan on a partial index (``queue_by_priority`` or ``queue_by_image``) that skips the
+  images leased to others and stops after ``limit`` rows, whatever the dataset's size.
+- **Over regions** (any of origin, score range, phrase, run or flagged set; or SQLite): the
+  filters apply to single regions, so the queue reads the pending regions themselves: by image
+  order an ``EXISTS`` per image walked in id order, by uncertainty an aggregate over the
+  matching pending regions. Correct for every filter, slower on a large dataset.
 """
 
 from __future__ import annotations
@@ -9,12 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import Case, Exists, F, FloatField, Min, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import Abs
 
 from webapp.catalog.models import Image
 from webapp.jobs.models import Run
-from webapp.regions.models import Lease, Region
+from webapp.regions.models import Lease, QueueEntry, Region
 
 ORDERS = ("uncertainty", "image")
 
@@ -62,6 +74,18 @@ class QueueFilters:
             run=number("run", int),
             flagged=(query.get("flagged") or "") in ("1", "on", "true"),
             order=order,
+        )
+
+    @property
+    def narrows_regions(self) -> bool:
+        """True when a filter on single regions is set (anything but the order)."""
+        return bool(
+            self.origin
+            or self.min_score is not None
+            or self.max_score is not None
+            or self.phrase
+            or self.run is not None
+            or self.flagged
         )
 
     def as_query(self) -> dict[str, str]:
@@ -114,6 +138,11 @@ def _run_thresholds(dataset_id: int) -> Case | Value:
     return Case(*whens, default=null, output_field=FloatField()) if whens else null
 
 
+def uses_stored_queue(filters: QueueFilters) -> bool:
+    """Whether "next" can read ``QueueEntry`` (see the module docstring) for these filters."""
+    return connection.vendor == "postgresql" and not filters.narrows_regions
+
+
 def candidate_images(
     dataset_id: int,
     filters: QueueFilters,
@@ -133,6 +162,17 @@ def candidate_images(
         user_id=user_id
     )
     exclude = list(exclude)
+    if uses_stored_queue(filters):
+        entries = QueueEntry.objects.filter(dataset_id=dataset_id, pending__gt=0).exclude(
+            image_id__in=leased.values("image_id")
+        )
+        if exclude:
+            entries = entries.exclude(image_id__in=exclude)
+        if filters.order == "image":
+            entries = entries.order_by("image_id")
+        else:
+            entries = entries.order_by(F("priority").asc(nulls_last=True), "image_id")
+        return list(entries.values_list("image_id", flat=True)[:limit])
     if filters.order == "image":
         # Walk the images in id order and stop at the first ``limit`` with a matching pending
         # region: EXISTS on the (image, status) index, no aggregate over the whole dataset.

@@ -8,6 +8,7 @@ the region meanwhile; then ``RegionConflict`` carries the current state and noth
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -17,8 +18,8 @@ from django.utils import timezone
 from training.geometry import BoxError, fit_box
 from webapp.core import leases
 from webapp.core.versioning import Conflict, versioned_update
-from webapp.regions.lint import LintRegion, lint_regions
-from webapp.regions.models import Lease, Region, RegionChange
+from webapp.regions.lint import LintRegion, lint_regions, may_affect
+from webapp.regions.models import Lease, Region, RegionChange, UndoStep
 from webapp.regions.queue import QueueFilters, candidate_images
 
 EDITABLE = frozenset({"box", "phrase", "caption", "status", "flagged", "flag_reason"})
@@ -62,7 +63,8 @@ def update_region(
     """
 
     def record(region: Region, before: dict, after: dict) -> None:
-        RegionChange.objects.create(
+        # Kept on the region so callers need no query to find the change they made.
+        region.last_change = RegionChange.objects.create(
             region=region,
             action=RegionChange.Action.UPDATE,
             version=region.version,
@@ -180,20 +182,31 @@ def _restorable(snapshot: dict) -> dict[str, Any]:
     return {k: snapshot[k] for k in RESTORABLE if k in snapshot}
 
 
+# What an undo checks is unchanged since; ``flagged`` is derived (the checks rewrite it without
+# a version), so it cannot tell whether a person changed the region.
+UNDO_COMPARED = ("box", "phrase", "caption", "status")
+
+
+def _compared(snapshot: dict) -> dict[str, Any]:
+    out = {k: snapshot.get(k) for k in UNDO_COMPARED}
+    out["box"] = [float(v) for v in out["box"] or []]
+    return out
+
+
 def revert_change(
     *, change_id: int, user=None, image=None
 ) -> tuple[Region | None, RegionChange | None]:
     """Undo one change as a new change: the region goes back to the change's ``before``.
 
-    Only while the region is still at the version that change made (else ``RegionConflict``:
-    someone changed it since, and undoing would overwrite them). Undoing a creation deletes
-    the drawn region; undoing a deletion draws it again (with a new id). Returns the region
-    (None when deleted) and the change recorded.
+    Only while the region is still as that change left it (else ``RegionConflict``: someone
+    changed it since, and undoing would overwrite them). "As it left it" compares the content
+    (``UNDO_COMPARED``), not the version, so that undoing a later step first (which writes new
+    versions) does not block undoing this one: that is what makes Ctrl+Z a stack. The write
+    itself still carries the version read, so a change landing in between is a conflict too.
+    Undoing a creation deletes the drawn region; undoing a deletion draws it again (with a new
+    id). Returns the region (None when deleted) and the change recorded.
     """
     change = RegionChange.objects.get(pk=change_id)
-    if change.action == RegionChange.Action.CREATE:
-        delete_region(region_id=change.region_id, expected_version=change.version, user=user)
-        return None, RegionChange.objects.filter(region_id=change.region_id).last()
     if change.action == RegionChange.Action.DELETE:
         if image is None:
             raise ValueError("undoing a deletion needs the image to draw the region on again")
@@ -206,13 +219,19 @@ def revert_change(
             user=user,
         )
         return region, region.changes.last()
+    current = Region.objects.filter(pk=change.region_id).first()
+    if current is None or _compared(current.snapshot()) != _compared(change.after or {}):
+        raise RegionConflict(current=current.snapshot() if current else None)
+    if change.action == RegionChange.Action.CREATE:
+        delete_region(region_id=current.pk, expected_version=current.version, user=user)
+        return None, RegionChange.objects.filter(region_id=change.region_id).last()
     region = update_region(
         region_id=change.region_id,
-        expected_version=change.version,
+        expected_version=current.version,
         changes=_restorable(change.before or {}),
         user=user,
     )
-    return region, region.changes.last()
+    return region, region.last_change
 
 
 def restore_version(
@@ -231,35 +250,142 @@ def restore_version(
     return region, region.changes.last()
 
 
+# --- The undo stack (Ctrl+Z), kept per person and image so it survives a reload ------------------
+
+
+@dataclass
+class Reverted:
+    """What undoing some changes did: regions changed back, drawn again or removed."""
+
+    regions: list[Region] = field(default_factory=list)
+    added: list[Region] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    made: list[int] = field(default_factory=list)
+    # The region someone changed since, which stopped the undo there, and its state now.
+    conflict: tuple[int, RegionConflict] | None = None
+    # The step was there but could not be undone at all (say, a deletion without an image).
+    error: str = ""
+    # No open step was left to undo.
+    nothing: bool = False
+
+
+def record_undo_step(*, user, image_id: int, change_ids: Iterable[int]) -> UndoStep | None:
+    """Push one action's history rows onto the user's undo stack for the image."""
+    ids = sorted(set(change_ids))
+    if not ids or user is None or not user.is_authenticated:
+        return None
+    return UndoStep.objects.create(user=user, image_id=image_id, changes=ids)
+
+
+def revert_changes(*, change_ids: Iterable[int], user, image) -> Reverted:
+    """Undo changes newest first, each as a new version in its own transaction.
+
+    One transaction per region on purpose: a single one would hold the first region's queue
+    lock (see ``QueueEntry``) while waiting for the next region's row lock, which a concurrent
+    writer of that region may hold while it waits for the queue lock: a deadlock. Stops at the
+    first region someone changed since (``conflict``), leaving the ones before it undone.
+    """
+    out = Reverted()
+    for change_id in sorted(set(change_ids), reverse=True):
+        try:
+            region, change = revert_change(change_id=change_id, user=user, image=image)
+        except RegionConflict as conflict:
+            region_id = RegionChange.objects.only("region_id").get(pk=change_id).region_id
+            out.conflict = (region_id, conflict)
+            return out
+        except ValueError as error:
+            out.error = str(error)
+            return out
+        if region is None:
+            out.removed.append(RegionChange.objects.only("region_id").get(pk=change_id).region_id)
+        elif change is not None and change.action == RegionChange.Action.CREATE:
+            out.added.append(region)
+        else:
+            out.regions.append(region)
+        if change is not None:
+            out.made.append(change.pk)
+    return out
+
+
+def undo_last_step(*, user, image) -> Reverted:
+    """Undo the user's newest open step on the image (Ctrl+Z) and close it.
+
+    The step is claimed with one conditional ``UPDATE`` whose row count says whether this
+    request won it, so two tabs pressing Ctrl+Z at once undo two steps, not one step twice. A
+    step that meets someone else's newer change is closed as superseded: Ctrl+Z then moves on.
+    """
+    while True:
+        step = (
+            UndoStep.objects.filter(user=user, image=image, closed_at__isnull=True)
+            .order_by("-pk")
+            .only("pk", "changes")
+            .first()
+        )
+        if step is None:
+            return Reverted(nothing=True)
+        claimed = UndoStep.objects.filter(pk=step.pk, closed_at__isnull=True).update(
+            closed_at=timezone.now(), outcome=UndoStep.Outcome.UNDONE
+        )
+        if claimed:
+            break
+    out = revert_changes(change_ids=step.changes, user=user, image=image)
+    if out.conflict or out.error:
+        UndoStep.objects.filter(pk=step.pk).update(outcome=UndoStep.Outcome.SUPERSEDED)
+    return out
+
+
+def close_undo_steps(*, user, image_id: int, change_ids: Iterable[int]) -> int:
+    """Close the open step made of exactly these changes (undone by id, not by Ctrl+Z)."""
+    return UndoStep.objects.filter(
+        user=user, image_id=image_id, closed_at__isnull=True, changes=sorted(set(change_ids))
+    ).update(closed_at=timezone.now(), outcome=UndoStep.Outcome.UNDONE)
+
+
 # --- Consistency checks -------------------------------------------------------------------------
 
 
-def apply_lint(*, image_id: int) -> dict[int, str]:
+def apply_lint(
+    *, image_id: int, region_ids: Iterable[int] | None = None, changed: Iterable[str] = ()
+) -> dict[int, str]:
     """Run the consistency checks on an image's regions and store the flags that changed.
 
-    Flags are derived from the regions' own data, so writing them neither bumps the version
-    (an annotator's open edit stays valid) nor adds history. Returns the reason by region id.
+    Without ``region_ids`` every region is checked. With them (the regions a save just
+    changed, and ``changed`` the fields it wrote), only the regions whose reasons can move
+    are: the changed ones alone for a caption rewrite; for a phrase or box change also those
+    that share a phrase with them or name it in their caption (``lint.may_affect``), and those
+    flagged now (their flag may be the one going away). Flags are derived from the regions' own
+    data, so writing them neither bumps the version (an annotator's open edit stays valid) nor
+    adds history. Returns the reason of each region checked, by id.
     """
-    regions = list(
-        Region.objects.filter(image_id=image_id).only(
-            "x0", "y0", "x1", "y1", "phrase", "caption", "flagged", "flag_reason",
+    # Plain tuples, not model instances: a save reads every region of its image, and building
+    # hundreds of instances cost more than the checks themselves.
+    rows = list(
+        Region.objects.filter(image_id=image_id).values_list(
+            "pk", "x0", "y0", "x1", "y1", "phrase", "caption", "flagged", "flag_reason",
             "image_width", "image_height",
         )
     )  # fmt: skip
-    if not regions:
+    if not rows:
         return {}
-    width, height = regions[0].image_width, regions[0].image_height
-    found = lint_regions(
-        [LintRegion(r.pk, tuple(r.box), r.phrase, r.caption) for r in regions], width, height
-    )
+    width, height = rows[0][9], rows[0][10]
+    linted = [LintRegion(pk, (x0, y0, x1, y1), phrase, caption)
+              for pk, x0, y0, x1, y1, phrase, caption, *_ in rows]  # fmt: skip
+    flags = {row[0]: (row[7], row[8]) for row in rows}
+    only = None
+    if region_ids is not None:
+        only = set(region_ids)
+        if set(changed) - {"caption"}:
+            moved = [r for r in linted if r.id in only]
+            only |= {r.id for r in linted if any(may_affect(m, r) for m in moved)}
+            only |= {pk for pk, (flagged, _) in flags.items() if flagged}
+    found = lint_regions(linted, width, height, only=only)
     reasons = {pk: "; ".join(problems)[:64] for pk, problems in found.items()}
     # One UPDATE per distinct reason among the regions whose flag changed (usually none).
-    changed: dict[str, list[int]] = {}
-    for region in regions:
-        reason = reasons[region.pk]
-        if (region.flagged, region.flag_reason) != (bool(reason), reason):
-            changed.setdefault(reason, []).append(region.pk)
-    for reason, ids in changed.items():
+    changed_flags: dict[str, list[int]] = {}
+    for pk, reason in reasons.items():
+        if flags[pk] != (bool(reason), reason):
+            changed_flags.setdefault(reason, []).append(pk)
+    for reason, ids in changed_flags.items():
         Region.objects.filter(pk__in=ids).update(flagged=bool(reason), flag_reason=reason)
     return reasons
 
@@ -307,14 +433,19 @@ def release_lease(*, image_id: int, user) -> bool:
 __all__ = [
     "BoxError",
     "RegionConflict",
+    "Reverted",
     "accept_remaining",
     "apply_lint",
     "claim_next_image",
+    "close_undo_steps",
     "create_region",
     "delete_region",
+    "record_undo_step",
     "release_lease",
     "renew_lease",
     "restore_version",
     "revert_change",
+    "revert_changes",
+    "undo_last_step",
     "update_region",
 ]

@@ -4,7 +4,9 @@ where an annotator accepts, rejects, rewrites, resizes and draws regions from th
 Every write is an htmx POST that answers with out-of-band fragments of ``regions/review.html``:
 the changed region's table row and its SVG box, nothing else. Each edit carries the version the
 page showed; a stale one gets 409 Conflict and the conflict panel (keep mine / take theirs).
-Without JavaScript the same forms post normally and redirect back to the page.
+Without JavaScript the same forms post normally and redirect back to the page. Each action is
+also one step of the annotator's undo stack for the image, kept in the database (``UndoStep``),
+so Ctrl+Z still undoes it after a reload.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, prefetch_related_objects
+from django.db import transaction
+from django.db.models import Count, Q, Window, prefetch_related_objects
 from django.db.models.functions import TruncHour
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
@@ -32,7 +36,7 @@ from webapp.catalog.models import Dataset, Image
 from webapp.core.roles import ANNOTATOR, CURATOR
 from webapp.jobs.models import Run
 from webapp.jobs.provenance import attach_provenance
-from webapp.regions import services
+from webapp.regions import markup, services
 from webapp.regions.models import Lease, Region, RegionChange
 from webapp.regions.queue import BadFilter, QueueFilters, pending_regions
 from webapp.regions.services import RegionConflict
@@ -74,39 +78,27 @@ def _vary(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _svg_number(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".")
-
-
 def _url_pattern(name: str) -> str:
     """A route with ``{}`` where the id goes: formatting it per row is much cheaper than
     reversing it, which matters on a page of hundreds of regions."""
     return reverse(name, args=[987654321]).replace("987654321", "{}")
 
 
-def _decorate(regions: list[Region]) -> list[Region]:
-    """Provenance (two queries), the SVG rectangle and the URLs of each region."""
+def _decorate(request: HttpRequest, regions: list, *, oob: bool = False) -> list:
+    """Provenance (two queries) and the markup of each region's row and box (``markup``).
+
+    ``regions`` are ``Region`` instances or ``markup.RegionView`` rows."""
     attach_provenance(regions)
-    patterns = {
-        "action": _url_pattern("regions:region_action"),
-        "history": _url_pattern("regions:history"),
-        "delete": _url_pattern("regions:region_delete"),
-    }
+    ctx = markup.RowContext(
+        csrf_input=markup.csrf_input(get_token(request)),
+        action_url=_url_pattern("regions:region_action"),
+        history_url=_url_pattern("regions:history"),
+        delete_url=_url_pattern("regions:region_delete"),
+        run_url=_url_pattern("jobs:run_detail"),
+    )
     for region in regions:
-        region.urls = {key: pattern.format(region.pk) for key, pattern in patterns.items()}
-        region.box_text = " ".join(f"{v:.0f}" for v in region.box)
-        region.svg = {
-            "x": _svg_number(region.x0),
-            "y": _svg_number(region.y0),
-            "width": _svg_number(region.x1 - region.x0),
-            "height": _svg_number(region.y1 - region.y0),
-        }
-        # Label size and padding in image pixels, so labels look alike at any image size.
-        longer_side = max(region.image_width, region.image_height)
-        region.label = {
-            "size": max(round(longer_side / 45, 1), 6),
-            "pad": max(round(longer_side / 200, 1), 1),
-        }
+        region.row_html = markup.row_html(region, ctx, oob=oob)
+        region.box_html = markup.box_html(region, oob=oob)
     return regions
 
 
@@ -162,28 +154,33 @@ def _changes_response(
     removed: list[int] = (),
     changes: list[int] = (),
     undo: bool = False,
+    counts: bool = True,
+    nothing: bool = False,
 ) -> HttpResponse:
     """The fragments that changed (rows and boxes, out of band) and the image's counts.
 
-    ``HX-Trigger: fgam:changed`` tells the page which history rows were written, so that
-    Ctrl+Z can undo them; undos themselves are not pushed again.
+    ``counts=False`` leaves the counts out (and their query) for edits that cannot move them:
+    captions and boxes. ``HX-Trigger: fgam:changed`` tells the page what changed; the undo
+    stack itself lives on the server (``UndoStep``), so nothing here needs keeping.
     """
     if not request.htmx:
         return HttpResponseRedirect(
             request.headers.get("Referer") or _review_url(image_id, QueueFilters())
         )
-    _decorate([*regions, *added])
+    _decorate(request, list(regions), oob=True)
+    _decorate(request, list(added))
     context = {
         "regions": list(regions),
         "added": list(added),
         "removed": list(removed),
-        "counts": _counts(image_id),
+        "counts": _counts(image_id) if counts else None,
         "oob": True,
     }
     response = render(request, f"{TEMPLATE}#changes", context)
     payload = {
         "changes": list(changes),
         "undo": undo,
+        "nothing": nothing,
         "regions": [r.pk for r in regions],
         "added": [r.pk for r in added],
         "removed": list(removed),
@@ -199,7 +196,6 @@ def _conflict_response(
     current = Region.objects.select_related("updated_by").filter(pk=region_id).first()
     rows = []
     if current is not None:
-        _decorate([current])
         action = mine.get("action", "")
         if action in STATUS_ACTIONS:
             rows.append(("status", current.status, STATUS_ACTIONS[action]))
@@ -208,8 +204,9 @@ def _conflict_response(
             if "phrase" in mine and mine["phrase"].strip() != current.phrase:
                 rows.append(("phrase", current.phrase, mine["phrase"]))
         elif action == "box":
-            box = ", ".join(_svg_number(float(mine.get(k) or 0)) for k in ("x0", "y0", "x1", "y1"))
-            rows.append(("box", ", ".join(_svg_number(v) for v in current.box), box))
+            mine_box = [float(mine.get(k) or 0) for k in ("x0", "y0", "x1", "y1")]
+            box = ", ".join(markup.svg_number(v) for v in mine_box)
+            rows.append(("box", ", ".join(markup.svg_number(v) for v in current.box), box))
     context = {
         "current": current,
         "mine": mine,
@@ -288,13 +285,15 @@ def start(request: ReviewRequest, name: str) -> HttpResponse:
 def next_image(request: ReviewRequest, pk: int) -> HttpResponse:
     """Give this image back and lease the next one (skip and next are the same move)."""
     _require_reviewer(request)
-    image = get_object_or_404(Image.objects.select_related("dataset"), pk=pk)
+    image = get_object_or_404(Image.objects.only("pk", "dataset_id"), pk=pk)
     filters = _filters(request.POST)
-    services.release_lease(image_id=image.pk, user=request.user)
+    # Claiming gives back the user's other leases in the dataset, this image's among them,
+    # so only an empty queue needs the explicit release (one commit fewer per "next").
     image_id = services.claim_next_image(
         dataset_id=image.dataset_id, user=request.user, filters=filters, exclude=[image.pk]
     )
     if image_id is None:
+        services.release_lease(image_id=image.pk, user=request.user)
         return HttpResponseRedirect(_queue_url(image.dataset, filters, empty="1"))
     return HttpResponseRedirect(_review_url(image_id, filters))
 
@@ -306,16 +305,34 @@ def next_image(request: ReviewRequest, pk: int) -> HttpResponse:
 def review_image(request: ReviewRequest, pk: int) -> HttpResponse:
     """One image, large, with every region as a box and a row; a fixed number of queries."""
     _require_reviewer(request)
-    image = get_object_or_404(Image.objects.select_related("dataset"), pk=pk)
+    # The lease rides along with the image, and the counts with the regions (a window over
+    # the image's rows, taken before the LIMIT): two queries fewer than asking for each.
+    image = get_object_or_404(Image.objects.select_related("dataset", "lease__user"), pk=pk)
     filters = _filters(request.GET)
-    regions = _decorate(list(Region.objects.filter(image=image).order_by("pk")[:REGION_LIMIT]))
-    lease = Lease.objects.select_related("user").filter(image=image).first()
+    window = {f"n_{s}": Window(Count("pk", filter=Q(status=s))) for s in STATUSES}
+    rows = list(
+        Region.objects.filter(image=image)
+        .annotate(**window)
+        .order_by("pk")
+        .values_list(*markup.RegionView.FIELDS, *window)[:REGION_LIMIT]
+    )
+    width = len(markup.RegionView.FIELDS)
+    counts = (
+        dict(zip(STATUSES, rows[0][width:], strict=True)) if rows else dict.fromkeys(STATUSES, 0)
+    )
+    regions = [markup.RegionView(*row[:width]) for row in rows]
+    _decorate(request, regions)
+    rows_html = markup.join([r.row_html for r in regions])
+    boxes_html = markup.join([r.box_html for r in regions])
+    lease = getattr(image, "lease", None)
     now = timezone.now()
     context = {
         "image": image,
         "dataset": image.dataset,
         "regions": regions,
-        "counts": _counts(image.pk),
+        "rows_html": rows_html,
+        "boxes_html": boxes_html,
+        "counts": counts,
         "filters": filters,
         "filter_fields": filters.as_query(),
         "lease": lease if lease and lease.expires_at > now else None,
@@ -336,25 +353,47 @@ def region_fragment(request: ReviewRequest, pk: int) -> HttpResponse:
     return _changes_response(request, image_id=region.image_id, regions=[region])
 
 
-def _edit(request: ReviewRequest, region: Region, fields: dict[str, Any]) -> HttpResponse:
+def _edit(request: ReviewRequest, region_id: int, fields: dict[str, Any]) -> HttpResponse:
+    """Write one action; the region is not read first: a missing one is a 409 like a stale
+    version ("deleted meanwhile"), and the image comes from the row the write locked."""
     mine = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
     try:
         version = _int(request.POST.get("version"), "version")
-        updated = services.update_region(
-            region_id=region.pk, expected_version=version, changes=fields, user=request.user
-        )
+        # One commit for the change, its undo step and the lease (each commit waits for the
+        # disk). The lease is the last lock taken, so this cannot deadlock with another save.
+        with transaction.atomic():
+            updated = services.update_region(
+                region_id=region_id, expected_version=version, changes=fields, user=request.user
+            )
+            change = updated.last_change
+            services.record_undo_step(
+                user=request.user, image_id=updated.image_id, change_ids=[change.pk]
+            )
+            services.renew_lease(image_id=updated.image_id, user=request.user)
     except RegionConflict as conflict:
-        return _conflict_response(request, region.pk, conflict, mine)
+        return _conflict_response(request, region_id, conflict, mine)
     except (BoxError, BadInput, ValueError) as error:
         return _bad_input_response(request, str(error))
-    services.renew_lease(image_id=region.image_id, user=request.user)
+    # The checks run after the commit, in their own statements: holding this region's lock
+    # while flagging others could deadlock with a save that holds one of those.
+    others: list[Region] = []
     if set(fields) - {"status"}:
         # The checks read captions, phrases and boxes only: a status change cannot move a flag.
-        services.apply_lint(image_id=region.image_id)
-        updated.refresh_from_db(fields=["flagged", "flag_reason"])
-    change = updated.changes.only("pk").last()
+        reasons = services.apply_lint(
+            image_id=updated.image_id, region_ids=[updated.pk], changed=fields
+        )
+        reason = reasons.get(updated.pk, updated.flag_reason)
+        updated.flagged, updated.flag_reason = bool(reason), reason
+        # A moved box or renamed phrase can flag or clear other rows too: send those as well.
+        moved = [pk for pk in reasons if pk != updated.pk]
+        if moved:
+            others = list(Region.objects.filter(pk__in=moved).order_by("pk"))
     return _changes_response(
-        request, image_id=region.image_id, regions=[updated], changes=[change.pk]
+        request,
+        image_id=updated.image_id,
+        regions=[updated, *others],
+        changes=[change.pk],
+        counts="status" in fields,
     )
 
 
@@ -362,7 +401,6 @@ def _edit(request: ReviewRequest, region: Region, fields: dict[str, Any]) -> Htt
 def region_action(request: ReviewRequest, pk: int) -> HttpResponse:
     """Accept, reject, rewrite (``edit``: caption and phrase) or move (``box``) one region."""
     _require_reviewer(request)
-    region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=pk)
     action = request.POST.get("action", "")
     try:
         if action in STATUS_ACTIONS:
@@ -377,7 +415,7 @@ def region_action(request: ReviewRequest, pk: int) -> HttpResponse:
             raise BadInput(f"unknown action {action!r}")
     except BadInput as error:
         return _bad_input_response(request, str(error))
-    return _edit(request, region, fields)
+    return _edit(request, pk, fields)
 
 
 @require_POST
@@ -398,6 +436,7 @@ def region_create(request: ReviewRequest, pk: int) -> HttpResponse:
         return _bad_input_response(request, str(error))
     services.renew_lease(image_id=image.pk, user=request.user)
     change = region.changes.only("pk").last()
+    services.record_undo_step(user=request.user, image_id=image.pk, change_ids=[change.pk])
     return _changes_response(request, image_id=image.pk, added=[region], changes=[change.pk])
 
 
@@ -414,6 +453,7 @@ def region_delete(request: ReviewRequest, pk: int) -> HttpResponse:
     except (BadInput, ValueError) as error:
         return _bad_input_response(request, str(error))
     change = RegionChange.objects.filter(region_id=pk).only("pk").last()
+    services.record_undo_step(user=request.user, image_id=region.image_id, change_ids=[change.pk])
     return _changes_response(request, image_id=region.image_id, removed=[pk], changes=[change.pk])
 
 
@@ -425,6 +465,9 @@ def accept_all(request: ReviewRequest, pk: int) -> HttpResponse:
     changes = services.accept_remaining(image_id=image.pk, user=request.user)
     services.renew_lease(image_id=image.pk, user=request.user)
     regions = list(Region.objects.filter(pk__in=[c.region_id for c in changes]).order_by("pk"))
+    services.record_undo_step(
+        user=request.user, image_id=image.pk, change_ids=[c.pk for c in changes]
+    )
     return _changes_response(
         request, image_id=image.pk, regions=regions, changes=[c.pk for c in changes]
     )
@@ -432,9 +475,12 @@ def accept_all(request: ReviewRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def undo(request: ReviewRequest, pk: int) -> HttpResponse:
-    """Undo the given history rows (Ctrl+Z): each becomes a new change back to its before.
+    """Ctrl+Z: undo the annotator's last action on this image, as new versions.
 
-    A region that someone changed since is left alone and answered with 409.
+    Without parameters it takes the newest open step of the user's server-side undo stack
+    (``UndoStep``), so it still works after a reload. With ``change`` ids (clients of the
+    earlier protocol, tests) it undoes exactly those, which must be the user's own. A region
+    that someone changed since is left alone and answered with 409.
     """
     _require_reviewer(request)
     image = get_object_or_404(Image, pk=pk)
@@ -443,32 +489,25 @@ def undo(request: ReviewRequest, pk: int) -> HttpResponse:
         ids = sorted({_int(v, "change") for v in values if v.strip()}, reverse=True)
     except BadInput as error:
         return _bad_input_response(request, str(error))
-    mine = RegionChange.objects.filter(pk__in=ids, user=request.user).values_list("pk", flat=True)
-    if len(set(mine)) != len(ids):
-        raise PermissionDenied("Only your own changes can be undone here.")
-    regions, added, removed, made = [], [], [], []
-    for change_id in ids:
-        try:
-            region, change = services.revert_change(
-                change_id=change_id, user=request.user, image=image
-            )
-        except RegionConflict as conflict:
-            region_id = RegionChange.objects.get(pk=change_id).region_id
-            return _conflict_response(request, region_id, conflict, {"action": "undo"})
-        except ValueError as error:
-            return _bad_input_response(request, str(error))
-        if region is None:
-            removed.append(RegionChange.objects.get(pk=change_id).region_id)
-        elif change.action == RegionChange.Action.CREATE:
-            added.append(region)
-        else:
-            regions.append(region)
-        made.append(change.pk)
-    services.apply_lint(image_id=image.pk)
-    regions = list(Region.objects.filter(pk__in=[r.pk for r in regions]).order_by("pk"))
+    if ids:
+        mine = RegionChange.objects.filter(pk__in=ids, user=request.user).values_list("pk")
+        if len(set(mine)) != len(ids):
+            raise PermissionDenied("Only your own changes can be undone here.")
+        services.close_undo_steps(user=request.user, image_id=image.pk, change_ids=ids)
+        done = services.revert_changes(change_ids=ids, user=request.user, image=image)
+    else:
+        done = services.undo_last_step(user=request.user, image=image)
+    if done.conflict:
+        region_id, conflict = done.conflict
+        return _conflict_response(request, region_id, conflict, {"action": "undo"})
+    if done.error:
+        return _bad_input_response(request, done.error)
+    if done.made:
+        services.apply_lint(image_id=image.pk)
+    regions = list(Region.objects.filter(pk__in=[r.pk for r in done.regions]).order_by("pk"))
     return _changes_response(
-        request, image_id=image.pk, regions=regions, added=added, removed=removed, changes=made,
-        undo=True,
+        request, image_id=image.pk, regions=regions, added=done.added, removed=done.removed,
+        changes=done.made, undo=True, nothing=done.nothing,
     )  # fmt: skip
 
 
@@ -516,6 +555,7 @@ def restore(request: ReviewRequest, change_id: int) -> HttpResponse:
         return _bad_input_response(request, str(error))
     services.apply_lint(image_id=region.image_id)
     restored.refresh_from_db()
+    services.record_undo_step(user=request.user, image_id=region.image_id, change_ids=[made.pk])
     return _changes_response(
         request, image_id=region.image_id, regions=[restored], changes=[made.pk]
     )
