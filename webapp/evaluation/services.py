@@ -20,8 +20,6 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from training.data.version import DatasetVersion as VersionReader
-from training.data.version import DatasetVersionError
 from webapp.catalog.models import Image
 from webapp.evaluation.jsonl import InputError, item_key, read_rows, text_field
 from webapp.evaluation.models import (
@@ -151,6 +149,11 @@ def sample_from_version(
     root = local_path(version)
     if root is None:
         raise InputError(f"version {version.name!r} is not ready on a local disk")
+    # The reader module loads torch (its Stage-1 stream is a torch dataset): imported here so
+    # web processes pay for it only when someone samples from a version.
+    from training.data.version import DatasetVersion as VersionReader
+    from training.data.version import DatasetVersionError
+
     try:
         reader = VersionReader.open(Path(root), verify=False)
         raw = list(reader.eval_items())
