@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from typing import Any
 
-import krippendorff
 import numpy as np
-from scipy import stats as scipy_stats
+
+# scipy and krippendorff are imported where they are used: this module is imported with the
+# web app's URLs, and scipy alone costs every web process about half a second at start.
 
 LIKERT_MIN = 1
 LIKERT_MAX = 5
@@ -364,6 +365,8 @@ def krippendorff_alpha(
         )
     if level not in ("nominal", "ordinal", "interval", "ratio"):
         raise ValueError(f"unknown level of measurement {level!r}")
+    import krippendorff
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         alpha = float(
@@ -751,6 +754,8 @@ def _reduction(boot: _Bootstrap, base_column: int, column: int, confidence: floa
 
 def _wilcoxon(criterion: str, a: str, b: str, x: np.ndarray, y: np.ndarray) -> Comparison:
     """Wilcoxon signed-rank test of per-item means x (system a) vs y (b) on items with both."""
+    from scipy import stats as scipy_stats
+
     both = ~np.isnan(x) & ~np.isnan(y)
     n = int(both.sum())
     if n == 0:
@@ -796,6 +801,8 @@ def rank_biserial(differences: np.ndarray) -> float | None:
     >>> rank_biserial(np.array([1.0, 2.0, 3.0])), rank_biserial(np.array([1.0, 2.0, -3.0]))
     (1.0, 0.0)
     """
+    from scipy import stats as scipy_stats
+
     d = np.asarray(differences, dtype=float)
     d = d[d != 0]
     if d.size == 0:
