@@ -67,6 +67,20 @@ def test_the_reader_gets_exactly_the_accepted_regions_unchanged(reviewed, tmp_pa
     assert list(version.eval_items()) == []
 
 
+def test_a_record_carries_the_first_caption_or_an_empty_one(media_root, tmp_path):
+    from tests.catalog.factories import stored_image
+
+    dataset = DatasetFactory(name="captions")
+    for captions in ([], ['first \u00e9 "quoted"', "second"]):
+        image = stored_image(dataset, width=128, height=96, captions=captions)
+        RegionFactory(image=image, status=Region.Status.ACCEPTED)
+    version = VersionReader.open(cut(tmp_path / "out", "--dataset", "captions"), verify=True)
+    assert sorted(rec.record["caption"] for rec in version.stage1_records()) == [
+        "",
+        'first \u00e9 "quoted"',
+    ]
+
+
 def _media(rel: str) -> Path:
     from django.conf import settings
 

@@ -6,19 +6,26 @@ writes from a thread of its own (Django gives each thread its own connection, in
 and only the latest figures, at most once per ``every_s``: the export never waits on it and
 never writes per row. A ``callback`` (the command line's progress bar) gets the same figures
 at the same bounded rate, on the export's thread.
+
+On SQLite the export's transaction holds the database's write lock (``transaction_mode``
+IMMEDIATE), so the figures reach the row only when the export ends; an update that fails is
+logged and replaced by the next one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from webapp.exports.models import DatasetVersion
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -79,17 +86,25 @@ class ExportProgress:
                 with self._lock:
                     figures, self._latest = self._latest, None
                 if figures is not None:
-                    phase, done, total = figures
-                    DatasetVersion.objects.filter(pk=self.version_id).update(
-                        progress_phase=phase,
-                        progress_done=done,
-                        progress_total=total,
-                        progress_at=timezone.now(),
-                    )
+                    self._save(*figures)
                 if self._stop:
                     return
         finally:
             connection.close()  # this thread's own connection
+
+    def _save(self, phase: str, done: int, total: int) -> None:
+        try:
+            DatasetVersion.objects.filter(pk=self.version_id).update(
+                progress_phase=phase,
+                progress_done=done,
+                progress_total=total,
+                progress_at=timezone.now(),
+            )
+        except DatabaseError as exc:
+            # Figures are best effort: the next ones replace these, and the version row gets
+            # the final ones when the export ends. On SQLite the export's own transaction
+            # holds the write lock, so updates only land after it.
+            log.warning("version %s: progress not saved: %s", self.version_id, exc)
 
     def close(self) -> None:
         """Publish the last figures and wait for the writer thread to finish."""

@@ -8,7 +8,8 @@ How a version is made:
 2. ``export_version`` claims the version with a conditional update, then reads every row
    inside one REPEATABLE READ transaction (one snapshot: a review landing meanwhile is either
    wholly in or wholly out) through server-side cursors (``.iterator(chunk_size=...)`` is a
-   named cursor on PostgreSQL), and writes through ``training.data.writer`` into a temporary
+   named cursor on PostgreSQL; the regions, the bulk of a version, come through
+   ``rows.chunked_rows``), and writes through ``training.data.writer`` into a temporary
    folder whose name starts with a dot.
 3. The folder is published: renamed into place in one ``rename`` on a local filesystem, or
    uploaded through Django's storage API with ``manifest.json`` last. Only then does the row
@@ -27,6 +28,8 @@ import shutil
 import uuid
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import F, Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from training.data.layout import content_sha256, key_in_holdout
@@ -42,6 +46,7 @@ from training.data.writer import REGION_ROW, VersionWriter, folder_size
 from webapp.catalog.models import Dataset, Image, QuestionItem
 from webapp.exports.models import DatasetVersion
 from webapp.exports.progress import ExportProgress, ProgressCallback
+from webapp.exports.rows import chunked_rows
 from webapp.regions.models import Region
 
 log = logging.getLogger(__name__)
@@ -390,26 +395,40 @@ class _snapshot:
         self._atomic.__exit__(*exc)
 
 
-# ``training.data.writer.REGION_ROW`` then the image id: ``row[:9]`` goes to the writer as is.
+# ``training.data.writer.REGION_ROW`` then the image id: ``_WRITTEN`` cuts it off (in C).
 REGION_COLUMNS = (*REGION_ROW, "image_id")
-IMAGE_COLUMNS = ("id", "sha256", "width", "height", "captions", "uri", "storage_path", "format")
+IMAGE_COLUMNS = (
+    "id",
+    "sha256",
+    "width",
+    "height",
+    "first_caption",
+    "uri",
+    "storage_path",
+    "format",
+)
+_IMAGE_ID = itemgetter(len(REGION_ROW))
+_WRITTEN = itemgetter(*range(len(REGION_ROW)))
 
 
-def _region_rows(ids: list[int], filters: Filters) -> Generator[tuple, None, None]:
-    """Regions in (image sha256, image id, region id) order as ``REGION_COLUMNS`` tuples, image
-    fields left out: they come from ``_image_rows`` in the same order, so no per-region copy
-    of captions is sent."""
+def _region_rows(ids: list[int], filters: Filters):
+    """Regions in (image sha256, image id, region id) order as ``REGION_COLUMNS`` tuples, in
+    chunks (``rows.chunked_rows``). Image fields are left out: they come from ``_image_rows``
+    in the same order, so no per-region copy of captions is sent."""
     queryset = (
         region_queryset(ids, filters)
         .order_by("image__sha256", "image_id", "id")
         .values_list(*REGION_COLUMNS)
     )
-    return queryset.iterator(chunk_size=settings.FGAM_EXPORT_CHUNK_SIZE)
+    return chunked_rows(queryset, chunk_size=settings.FGAM_EXPORT_CHUNK_SIZE)
 
 
 def _image_rows(ids: list[int]) -> Generator[tuple, None, None]:
+    # Only the first caption goes into a record: the database extracts it as text, so no
+    # caption list is sent and decoded per image (importers write captions as strings).
     queryset = (
         Image.objects.filter(dataset_id__in=ids)
+        .annotate(first_caption=KT("captions__0"))
         .order_by("sha256", "id")
         .values_list(*IMAGE_COLUMNS)
     )
@@ -426,8 +445,8 @@ def _write_stage1(
 ) -> dict[str, int]:
     """One sample per distinct image sha256 (an image in two chosen datasets is one sample).
 
-    Two server-side cursors in the same order are merged: each region row advances the image
-    cursor to its image (images without a selected region are passed over).
+    Two server-side cursors in the same order are merged: each run of region rows of one image
+    advances the image cursor to that image (images without a selected region are passed over).
     """
     resolver = ImageSource()
     held_images = held_regions = 0
@@ -457,34 +476,36 @@ def _write_stage1(
         else:
             writer.add_stage1_rows(current, head, regions, resolver.read(current, *source))
 
-    rows = _region_rows(ids, filters)
     try:
-        for row in rows:
-            image_id = row[9]
-            if image[0] != image_id:
-                for image in images:
-                    if image[0] == image_id:
-                        break
-                else:
-                    raise RuntimeError(f"image {image_id} of a region is missing from the snapshot")
-                _, sha, width, height, captions, uri, storage_path, fmt = image
-                if sha != current:
-                    flush()
-                    current = sha
-                    regions = []
-                    head = {
-                        "image": sha,
-                        "width": width,
-                        "height": height,
-                        "caption": captions[0] if captions else "",
-                    }
-                    source = (storage_path, uri, fmt)
-            regions.append(row[:9])
+        with _region_rows(ids, filters) as chunks:
+            for chunk in chunks:
+                # Per run of one image's rows, not per row: a chunk holds about a thousand.
+                for image_id, run in groupby(chunk, _IMAGE_ID):
+                    if image[0] != image_id:
+                        for image in images:
+                            if image[0] == image_id:
+                                break
+                        else:
+                            raise RuntimeError(
+                                f"image {image_id} of a region is missing from the snapshot"
+                            )
+                        _, sha, width, height, caption, uri, storage_path, fmt = image
+                        if sha != current:
+                            flush()
+                            current = sha
+                            regions = []
+                            head = {
+                                "image": sha,
+                                "width": width,
+                                "height": height,
+                                "caption": caption or "",
+                            }
+                            source = (storage_path, uri, fmt)
+                    regions.extend(map(_WRITTEN, run))
         flush()
     finally:
-        # Close both server-side cursors inside the snapshot, also when failing midway:
-        # closing them later, after the rollback, would fail on PostgreSQL.
-        rows.close()
+        # Close the image cursor inside the snapshot, also when failing midway: closing it
+        # later, after the rollback, would fail on PostgreSQL (``chunked_rows`` closes its own).
         images.close()
     return {"heldout_images": held_images, "heldout_regions": held_regions}
 
