@@ -109,6 +109,18 @@ def test_the_same_cut_twice_has_the_same_content_hash(reviewed, tmp_path):
     assert third.manifest["derived_from"] == [second.id]
 
 
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_fetch_chunks_splitting_an_image_give_the_same_bytes(
+    reviewed, tmp_path, settings, chunk_size
+):
+    # An image's two accepted regions straddle fetch chunks of 1 or 3 rows.
+    whole = VersionReader.open(cut(tmp_path / "whole", "--dataset", "street"))
+    settings.FGAM_EXPORT_CHUNK_SIZE = chunk_size
+    split = VersionReader.open(cut(tmp_path / "split", "--dataset", "street"))
+    assert split.manifest["content_sha256"] == whole.manifest["content_sha256"]
+    assert split.manifest["counts"]["stage1_regions"] == 16
+
+
 def test_reference_mode_carries_a_uri_the_reader_can_load(reviewed, tmp_path):
     version = VersionReader.open(cut(tmp_path, "--dataset", "street", "--reference"))
     assert version.reference_mode
