@@ -26,7 +26,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from operator import itemgetter
@@ -411,7 +412,7 @@ _IMAGE_ID = itemgetter(len(REGION_ROW))
 _WRITTEN = itemgetter(*range(len(REGION_ROW)))
 
 
-def _region_rows(ids: list[int], filters: Filters):
+def _region_rows(ids: list[int], filters: Filters) -> AbstractContextManager[Iterator[list[tuple]]]:
     """Regions in (image sha256, image id, region id) order as ``REGION_COLUMNS`` tuples, in
     chunks (``rows.chunked_rows``). Image fields are left out: they come from ``_image_rows``
     in the same order, so no per-region copy of captions is sent."""
@@ -421,6 +422,13 @@ def _region_rows(ids: list[int], filters: Filters):
         .values_list(*REGION_COLUMNS)
     )
     return chunked_rows(queryset, chunk_size=settings.FGAM_EXPORT_CHUNK_SIZE)
+
+
+def _image_runs(chunks: Iterator[list[tuple]]) -> Iterator[tuple[int, Iterator[tuple]]]:
+    """``(image id, its rows)`` per run of one image's rows in each chunk: the merge below works
+    per run, not per row. An image whose rows straddle two chunks gives two runs in a row."""
+    for chunk in chunks:
+        yield from groupby(chunk, _IMAGE_ID)
 
 
 def _image_rows(ids: list[int]) -> Generator[tuple, None, None]:
@@ -478,30 +486,28 @@ def _write_stage1(
 
     try:
         with _region_rows(ids, filters) as chunks:
-            for chunk in chunks:
-                # Per run of one image's rows, not per row: a chunk holds about a thousand.
-                for image_id, run in groupby(chunk, _IMAGE_ID):
-                    if image[0] != image_id:
-                        for image in images:
-                            if image[0] == image_id:
-                                break
-                        else:
-                            raise RuntimeError(
-                                f"image {image_id} of a region is missing from the snapshot"
-                            )
-                        _, sha, width, height, caption, uri, storage_path, fmt = image
-                        if sha != current:
-                            flush()
-                            current = sha
-                            regions = []
-                            head = {
-                                "image": sha,
-                                "width": width,
-                                "height": height,
-                                "caption": caption or "",
-                            }
-                            source = (storage_path, uri, fmt)
-                    regions.extend(map(_WRITTEN, run))
+            for image_id, run in _image_runs(chunks):
+                if image[0] != image_id:
+                    for image in images:
+                        if image[0] == image_id:
+                            break
+                    else:
+                        raise RuntimeError(
+                            f"image {image_id} of a region is missing from the snapshot"
+                        )
+                    _, sha, width, height, caption, uri, storage_path, fmt = image
+                    if sha != current:
+                        flush()
+                        current = sha
+                        regions = []
+                        head = {
+                            "image": sha,
+                            "width": width,
+                            "height": height,
+                            "caption": caption or "",
+                        }
+                        source = (storage_path, uri, fmt)
+                regions.extend(map(_WRITTEN, run))
         flush()
     finally:
         # Close the image cursor inside the snapshot, also when failing midway: closing it
