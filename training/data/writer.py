@@ -234,9 +234,11 @@ class IndexWriter:
     """
 
     def __init__(self, path: Path, *, row_group: int = DEFAULT_ROW_GROUP) -> None:
+        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        self._np = np
         self._pa = pa
         self.schema = pa.schema(
             [
@@ -298,9 +300,7 @@ class IndexWriter:
     def _flush(self) -> None:
         if not self._rows:
             return
-        import numpy as np
-
-        pa = self._pa
+        np, pa = self._np, self._pa
         rid, x0, y0, x1, y1, phrase, caption, origin, score = pa.array(
             self._rows, self._row_type
         ).flatten()
