@@ -252,14 +252,10 @@ class IndexWriter:
                 ("score", pa.float64()),
             ]
         )
-        self._row_type = pa.struct(
-            [
-                ("id", pa.int64()),
-                *((name, pa.float64()) for name in ("x0", "y0", "x1", "y1")),
-                *((name, pa.string()) for name in ("phrase", "caption", "origin")),
-                ("score", pa.float64()),
-            ]
-        )
+        # A waiting row as Arrow sees it: REGION_ROW's fields, coordinates and score as floats.
+        text = {"id": pa.int64(), "phrase": pa.string(), "caption": pa.string(),
+                "origin": pa.string()}  # fmt: skip
+        self._row_type = pa.struct([(name, text.get(name, pa.float64())) for name in REGION_ROW])
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
         self.row_group = row_group
@@ -301,20 +297,21 @@ class IndexWriter:
         if not self._rows:
             return
         np, pa = self._np, self._pa
-        rid, x0, y0, x1, y1, phrase, caption, origin, score = pa.array(
-            self._rows, self._row_type
-        ).flatten()
+        row = dict(zip(REGION_ROW, pa.array(self._rows, self._row_type).flatten(), strict=True))
         n = len(self._rows)
         # Boxes as one flat run of 4 floats per row under one list array: no per-row lists.
-        flat = np.column_stack([c.to_numpy() for c in (x0, y0, x1, y1)]).ravel()
+        flat = np.column_stack([row[c].to_numpy() for c in ("x0", "y0", "x1", "y1")]).ravel()
         offsets = pa.array(np.arange(0, 4 * n + 1, 4, dtype=np.int32))
-        box = pa.ListArray.from_arrays(offsets, pa.array(flat))
         # Row i of the table belongs to image repeats[i]: expand key and image per region.
         repeats = pa.array(np.repeat(np.arange(len(self._counts), dtype=np.int32), self._counts))
-        key = pa.array(self._keys, pa.string()).take(repeats)
-        image = pa.array(self._images, pa.string()).take(repeats)
-        columns = [key, image, rid, box, caption, phrase, origin, score]
-        table = pa.Table.from_arrays(columns, schema=self.schema)
+        columns = {
+            **row,
+            "key": pa.array(self._keys, pa.string()).take(repeats),
+            "image": pa.array(self._images, pa.string()).take(repeats),
+            "region": row["id"],
+            "box": pa.ListArray.from_arrays(offsets, pa.array(flat)),
+        }
+        table = pa.Table.from_arrays([columns[c] for c in INDEX_COLUMNS], schema=self.schema)
         self._writer.write_table(table, row_group_size=self.row_group)
         self.rows += n
         self._reset()
