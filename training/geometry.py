@@ -91,6 +91,19 @@ def intersection(a: Box, b: Box) -> float:
     return w * h if w > 0 and h > 0 else 0.0
 
 
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two pixel boxes.
+
+    >>> iou((0, 0, 10, 10), (5, 0, 15, 10))
+    0.3333333333333333
+    >>> iou((0, 0, 1, 1), (2, 2, 3, 3))
+    0.0
+    """
+    n = intersection(a, b)
+    union = area(a) + area(b) - n
+    return n / union if union > 0 else 0.0
+
+
 def spatial_relation(i: Box, j: Box) -> str:
     """GT_SpatialRel(i, j) from ``shared/FORMATS.md``: how region i stands to region j.
 

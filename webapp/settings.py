@@ -180,7 +180,7 @@ SPECTACULAR_SETTINGS = {
         "TrainingJobStatusEnum": "webapp.exports.models.TrainingJob.Status",
         "TrainingJobKindEnum": "webapp.exports.models.TrainingJob.Kind",
         "TrajectoryStatusEnum": "webapp.trajectories.models.Trajectory.Status",
-        "ErrorTypeEnum": "webapp.trajectories.models.ERROR_TYPES",
+        "ErrorTypeEnum": "training.formats.ERROR_TYPES",
     },
 }
 

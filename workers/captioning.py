@@ -14,8 +14,8 @@ Three strategies, chosen per run (``make_captioner``):
 Every captioner returns one ``CaptionOutcome`` per region, in input order, and never raises for
 one bad region: a permanent failure is recorded on its outcome and the others go on.
 
-``position_words`` is *the* geometry-to-words rule: the review UI's spatial lint must call it
-(not re-implement it), so template captions and the lint always agree.
+Size and position words come from ``training.formats`` (``position_words``), the one
+geometry-to-words rule that the review UI's spatial lint checks captions against.
 
 No Django here.
 """
@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from training.formats import POSITION_WORDS, grid_cell, position_words, size_word
+from training.geometry import Box
 from workers.llm import (
     RetryPolicy,
     make_async_client,
@@ -50,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Box = tuple[float, float, float, float]
 STRATEGIES = ("template", "local", "llm")
 
 
@@ -84,79 +85,6 @@ class Captioner(Protocol):
     prompt_text: str  # the exact prompt template (stored on the run)
 
     def caption(self, regions: Sequence[RegionToCaption]) -> list[CaptionOutcome]: ...
-
-
-# --------------------------------------------------------------------------- geometry words
-
-# Size words from the box's share of the image area: below each bound, that word.
-TINY_AREA = 0.02
-SMALL_AREA = 0.10
-MEDIUM_AREA = 0.40  # between SMALL_AREA and this no size word is written
-SIZE_WORDS = ((TINY_AREA, "tiny"), (SMALL_AREA, "small"), (MEDIUM_AREA, ""), (math.inf, "large"))
-
-# The box centre's cell in a 3x3 grid of the image: rows top/middle/bottom, columns
-# left/centre/right. Cell edges belong to the cell after them (a centre at exactly 1/3 of the
-# width is in the centre column).
-POSITION_WORDS = {
-    ("top", "left"): "in the upper left",
-    ("top", "centre"): "at the top",
-    ("top", "right"): "in the upper right",
-    ("middle", "left"): "on the left",
-    ("middle", "centre"): "in the centre",
-    ("middle", "right"): "on the right",
-    ("bottom", "left"): "in the lower left",
-    ("bottom", "centre"): "at the bottom",
-    ("bottom", "right"): "in the lower right",
-}
-ROWS = ("top", "middle", "bottom")
-COLUMNS = ("left", "centre", "right")
-
-
-def size_word(box: Box, width: int, height: int) -> str:
-    """``tiny``, ``small``, ``""`` (medium) or ``large`` from the box's share of the image.
-
-    >>> size_word((0, 0, 10, 10), 100, 100), size_word((0, 0, 30, 30), 100, 100)
-    ('tiny', 'small')
-    >>> size_word((0, 0, 50, 50), 100, 100), size_word((0, 0, 80, 80), 100, 100)
-    ('', 'large')
-    """
-    x0, y0, x1, y1 = box
-    fraction = max(x1 - x0, 0) * max(y1 - y0, 0) / max(width * height, 1)
-    return next(word for bound, word in SIZE_WORDS if fraction < bound)
-
-
-def grid_cell(box: Box, width: int, height: int) -> tuple[str, str]:
-    """(row, column) of the box centre in a 3x3 grid of the image.
-
-    >>> grid_cell((0, 90, 10, 100), 100, 100)
-    ('bottom', 'left')
-    >>> grid_cell((30, 30, 70, 70), 100, 100)
-    ('middle', 'centre')
-    """
-    # 3 * centre / size, written so that a centre exactly on a third is exact in floats.
-    column = COLUMNS[min(max(int(3 * (box[0] + box[2]) / (2 * max(width, 1))), 0), 2)]
-    row = ROWS[min(max(int(3 * (box[1] + box[3]) / (2 * max(height, 1))), 0), 2)]
-    return row, column
-
-
-def position_words(box: Box, width: int, height: int) -> str:
-    """Size word and position words for a box, e.g. ``"small in the lower left"``.
-
-    The size word (possibly none) comes first and belongs before the noun; the position
-    words follow it. ``template_caption`` splits them around the phrase; the spatial lint
-    compares a caption's words against this.
-
-    >>> position_words((0, 85, 10, 100), 100, 100)
-    'tiny in the lower left'
-    >>> position_words((25, 25, 75, 75), 100, 100)
-    'in the centre'
-    >>> position_words((0, 0, 100, 90), 100, 100)
-    'large in the centre'
-    >>> position_words((70, 0, 100, 30), 100, 100)
-    'small in the upper right'
-    """
-    row, column = grid_cell(box, width, height)
-    return " ".join(w for w in (size_word(box, width, height), POSITION_WORDS[row, column]) if w)
 
 
 _ARTICLES = frozenset(

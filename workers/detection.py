@@ -39,13 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.geometry import Box, iou
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
 log = logging.getLogger(__name__)
 
-Box = tuple[float, float, float, float]
 
 # BERT ids Grounding DINO uses to split the prompt into phrases (shared/NOTES-ML.md).
 CLS_ID, SEP_ID, DOT_ID, QUESTION_ID = 101, 102, 1012, 1029
@@ -240,23 +241,6 @@ def cxcywh_to_pixels(box: Sequence[float], width: int, height: int) -> Box | Non
     if x1 <= x0 or y1 <= y0:
         return None
     return (x0, y0, x1, y1)
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two pixel boxes.
-
-    >>> iou((0, 0, 10, 10), (5, 0, 15, 10))
-    0.3333333333333333
-    >>> iou((0, 0, 1, 1), (2, 2, 3, 3))
-    0.0
-    """
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _order(d: Detection) -> tuple[float, str, Box]:

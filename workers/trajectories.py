@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from training.formats import ERROR_TYPES
 from training.geometry import INVERSE, Box, spatial_relation
 from training.stage2.generators import EndpointGenerator, Generation, GenerationError, Generator
 from training.stage2.loop import Rectification, rectify
-from training.stage2.prompts import ERROR_TYPES, evidence_text
+from training.stage2.prompts import evidence_text
 from workers.llm import run_sync
 
 # --- Items and outcomes -----------------------------------------------------------------------

@@ -25,8 +25,9 @@ import time
 
 import numpy as np
 
+from training.formats import ERROR_TYPES
 from webapp.evaluation import charts, tables
-from webapp.evaluation.stats import DEFAULT_CRITERIA, ERROR_TYPES, RatingRow, compute_results
+from webapp.evaluation.stats import DEFAULT_CRITERIA, RatingRow, compute_results
 
 SYSTEMS = ("base", "hacl", "fgam")
 NAMES = {"base": "LLaVA-1.5-7B", "hacl": "LLaVA-1.5-7B + HACL", "fgam": "LLaVA-1.5-7B + FGAM"}

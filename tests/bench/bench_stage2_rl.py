@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.workers.llm_server import LLMServer
-from training.stage2.prompts import STOP_PHRASE
+from training.formats import STOP_PHRASE
 
 
 def parity_rm(request: Mapping[str, Any]) -> str:

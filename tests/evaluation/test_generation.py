@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from tests.catalog.factories import DatasetFactory, stored_image
 from tests.workers.llm_server import LLMServer
-from training.stage2.prompts import STOP_PHRASE
+from training.formats import STOP_PHRASE
 from webapp.evaluation import services
 from webapp.evaluation.models import EvalItem, Response, System
 

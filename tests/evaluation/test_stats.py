@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from training.formats import ERROR_TYPES
 from webapp.evaluation import stats
 from webapp.evaluation.stats import (
-    ERROR_TYPES,
     RatingDataError,
     RatingRow,
     Results,

@@ -10,8 +10,9 @@ import re
 import pytest
 
 from tests.evaluation.test_stats import KRIPPENDORFF_2011, row, table3_rows
+from training.formats import ERROR_TYPES
 from webapp.evaluation import tables
-from webapp.evaluation.stats import ERROR_TYPES, compute_results
+from webapp.evaluation.stats import compute_results
 
 SYSTEMS = ["base", "hacl", "fgam"]
 PAPER_NAMES = {

@@ -10,7 +10,7 @@ from tests.catalog.factories import (
     RegionFactory,
     stored_image,
 )
-from training.data.writer import NO_MORE_CORRECTIONS
+from training.formats import STOP_PHRASE
 from webapp.regions.models import Region
 from webapp.trajectories.models import Trajectory, TrajectoryStep
 from webapp.trajectories.services import update_trajectory
@@ -66,7 +66,7 @@ def trajectories(reviewed):
         "Where is the car?",
         [
             ("The car is right of the tree.", "The car is left of the tree.", ["spatial"]),
-            ("The car is left of the tree.", NO_MORE_CORRECTIONS, []),
+            ("The car is left of the tree.", STOP_PHRASE, []),
         ],
         status="approved",
         final="The car is left of the tree.",

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from tests.exports.conftest import make_trajectory
 from training.data.version import DatasetVersion as VersionReader
 from training.data.version import key_in_holdout
-from training.data.writer import NO_MORE_CORRECTIONS
+from training.formats import STOP_PHRASE
 from training.stage2.prompts import evidence_text
 from webapp.exports import stage2
 from webapp.regions.models import Region
@@ -55,10 +55,10 @@ def test_the_reader_gets_exactly_the_approved_trajectories_unchanged(trajectorie
     rm = {(r["trajectory"], r["step"]): r for r in version.stage2("rm")}
     assert set(rm) == {(accepted.pk, 0), (accepted.pk, 1), (corrected.pk, 0), (corrected.pk, 1)}
     assert rm[(accepted.pk, 0)]["feedback"] == "The car is left of the tree."
-    assert rm[(accepted.pk, 1)]["feedback"] == NO_MORE_CORRECTIONS
+    assert rm[(accepted.pk, 1)]["feedback"] == STOP_PHRASE
     # The annotator's answer is the final step, with the stop phrase the RM must learn.
     assert rm[(corrected.pk, 1)]["response"] == "The car is red."
-    assert rm[(corrected.pk, 1)]["feedback"] == NO_MORE_CORRECTIONS
+    assert rm[(corrected.pk, 1)]["feedback"] == STOP_PHRASE
     assert rm[(accepted.pk, 0)]["evidence"] == evidence_of(accepted.image)
     assert rm[(accepted.pk, 0)]["evidence"].split("\n")[:2] == [
         "car 0 [1.5, 2, 30.2, 40]: a red car number 0",
@@ -140,9 +140,9 @@ def test_trajectories_alone_are_a_selection(media_root, tmp_path):
     from tests.catalog.factories import DatasetFactory, stored_image
 
     image = stored_image(DatasetFactory(name="qa"))
-    make_trajectory(image, "Q?", [("A.", NO_MORE_CORRECTIONS, [])], status="approved", final="A.")
+    make_trajectory(image, "Q?", [("A.", STOP_PHRASE, [])], status="approved", final="A.")
     version = VersionReader.open(cut(tmp_path, "--dataset", "qa"))
-    assert [r["feedback"] for r in version.stage2("rm")] == [NO_MORE_CORRECTIONS]
+    assert [r["feedback"] for r in version.stage2("rm")] == [STOP_PHRASE]
     assert list(version.stage2("sft")) == []  # nothing was corrected
     assert version.image_bytes(next(version.stage2("rm"))).startswith(b"\x89PNG")
 

@@ -16,8 +16,9 @@ from tests.jobs.conftest import stored_scene
 from tests.jobs.test_views import logged_in
 from tests.workers import trajectory_players as players
 from tests.workers.llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, LLMServer, images_in
+from training.formats import STOP_PHRASE
 from training.geometry import spatial_relation
-from training.stage2.prompts import STOP_PHRASE, prompt_versions
+from training.stage2.prompts import prompt_versions
 from webapp.catalog.models import Dataset, QuestionItem
 from webapp.core.roles import ANNOTATOR, CURATOR
 from webapp.jobs.models import Run, RunBatch

@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.workers.llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, LLMServer, images_in
 from tests.workers.tiny_models import build_tiny_blip
+from training.formats import position_words
 from workers import captioning, llm
 from workers.captioning import (
     LLM_PROMPT_VERSION,
@@ -21,7 +22,6 @@ from workers.captioning import (
     RegionToCaption,
     estimate_cost,
     make_captioner,
-    position_words,
     template_caption,
 )
 

@@ -12,7 +12,8 @@ from tests.catalog.factories import DatasetFactory, QuestionItemFactory, RegionF
 from tests.jobs.conftest import stored_scene
 from tests.workers import trajectory_players as players
 from tests.workers.llm_server import LLMServer
-from training.stage2.prompts import STOP_PHRASE, prompt_versions
+from training.formats import STOP_PHRASE
+from training.stage2.prompts import prompt_versions
 from webapp.jobs.models import Run
 from webapp.jobs.trajectories import start_trajectory_run
 from webapp.regions.models import Region

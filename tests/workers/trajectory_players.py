@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tests.workers.llm_server import _texts
-from training.stage2.prompts import CRITIQUE_INSTRUCTIONS, STOP_PHRASE
+from training.formats import STOP_PHRASE
+from training.stage2.prompts import CRITIQUE_INSTRUCTIONS
 
 FIRST_ANSWER = "The car on the left is red."
 REVISED_ANSWER = "The car on the left is blue."

@@ -28,7 +28,6 @@ from training.data.layout import FORMAT, content_sha256
 FORMAT_VERSION = 1
 DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard (FORMATS.md)
 DEFAULT_ROW_GROUP = 65_536
-NO_MORE_CORRECTIONS = "No further corrections needed."
 
 
 # One encoder for every call: ``json.dumps`` with options builds a new one each time.

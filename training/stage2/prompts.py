@@ -16,11 +16,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from training.data.writer import NO_MORE_CORRECTIONS
+from training.formats import STOP_PHRASE
 from training.geometry import spatial_relation
-
-STOP_PHRASE = NO_MORE_CORRECTIONS
-ERROR_TYPES = ("object", "attribute", "spatial", "reasoning")
 
 ANSWER_PROMPT_VERSION = "fgam-answer-v1"
 REVISION_PROMPT_VERSION = "fgam-revise-v1"

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.formats import STOP_PHRASE
 from training.stage2.generators import GenerationError, Generator
-from training.stage2.prompts import STOP_PHRASE, critique_prompt, is_stop
+from training.stage2.prompts import critique_prompt, is_stop
 
 # TRL hands completions as plain strings for text prompts and as a one-message list
 # ``[{"role": "assistant", "content": ...}]`` for conversational (chat) prompts.

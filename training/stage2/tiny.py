@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from training.data.synthetic import COLOURS, SHAPES
+from training.formats import STOP_PHRASE
 from training.geometry import RELATIONS
-from training.stage2.prompts import CRITIQUE_INSTRUCTIONS, STOP_PHRASE
+from training.stage2.prompts import CRITIQUE_INSTRUCTIONS
 
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 SPECIALS = [PAD, BOS, EOS, UNK, IMAGE]

@@ -22,7 +22,6 @@ from django.db import models
 from django.db.models import Q
 
 LIKERT_POINTS = (1, 2, 3, 4, 5)
-ERROR_TYPES = ("object", "attribute", "spatial", "reasoning")
 
 
 def default_criteria() -> dict[str, Any]:

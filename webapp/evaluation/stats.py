@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from training.formats import ERROR_TYPES
+
 # scipy and krippendorff are imported where they are used: this module is imported with the
 # web app's URLs, and scipy alone costs every web process about half a second at start.
 
@@ -42,8 +44,6 @@ DEFAULT_CRITERIA: Mapping[str, str] = {
     "coherence": "Reasoning Coherence",
     "quality": "Overall Quality",
 }
-#: Error types shared with trajectories (FORMATS.md), in the row order of the paper's Table 3.
-ERROR_TYPES: tuple[str, ...] = ("object", "attribute", "spatial", "reasoning")
 ERROR_TYPE_LABELS: Mapping[str, str] = {
     "object": "Object Hallucination",
     "attribute": "Attribute Hallucination",

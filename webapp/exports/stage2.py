@@ -10,7 +10,7 @@ A trajectory is Q, the steps ``(A_k, F_k)`` for k = 0..n, and the final answer p
   answer. The next answer is step k+1's response; after the last step it is the final answer
   when that differs from A_n (a person corrected what the loop left).
 - **RM** (``rm.jsonl``): one row per critique ``(I, Q, A_k, evidence, F_k)``, every step with
-  feedback. An approved trajectory ends with the stop phrase (``NO_MORE_CORRECTIONS``) on its
+  feedback. An approved trajectory ends with the stop phrase (``STOP_PHRASE``) on its
   final answer: on the last step when A_n is the final answer, else on a row of its own
   (step n+1) after A_n's critique. That row is what teaches the RM when to stop.
 - **LLaVA** (``llava.json``): the trajectory as one conversation: ``<image>\\nQ``, A_0, then
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.data.writer import NO_MORE_CORRECTIONS
+from training.formats import STOP_PHRASE
 from training.stage2.prompts import is_stop
 
 
@@ -110,12 +110,12 @@ def trajectory_records(
     for step in steps:
         feedback = step.feedback
         if approved and step is last and step.response == kept:
-            feedback = NO_MORE_CORRECTIONS
+            feedback = STOP_PHRASE
         if not feedback.strip():
             continue
         out.rm.append(_rm_row(base, tid, step.k, step.response, evidence, feedback))
     if approved and last.response != kept:
-        out.rm.append(_rm_row(base, tid, last.k + 1, kept, evidence, NO_MORE_CORRECTIONS))
+        out.rm.append(_rm_row(base, tid, last.k + 1, kept, evidence, STOP_PHRASE))
     turns = [
         {"from": "human", "value": f"<image>\n{question}"},
         {"from": "gpt", "value": steps[0].response},

@@ -2,7 +2,7 @@
 
 Each check returns the reasons (short strings) it finds for a region; a region with any reason
 is flagged. Geometry is never re-implemented here: where a box sits comes from
-``workers.captioning.position_words`` (the rule template captions are written with) and how two
+``training.formats.position_words`` (the rule template captions are written with) and how two
 boxes stand to each other from ``training.geometry.spatial_relation`` (shared/FORMATS.md), so the
 lint, the captions and the Stage-1 labels always agree.
 """
@@ -14,10 +14,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from training.geometry import INVERSE, area, intersection, spatial_relation
-from workers.captioning import POSITION_WORDS, position_words
-
-Box = tuple[float, float, float, float]
+from training.formats import POSITION_WORDS, position_words
+from training.geometry import INVERSE, Box, iou, spatial_relation
 
 DUPLICATE_IOU = 0.9
 # A box under this share of the image, or narrower than this many pixels, is degenerate.
@@ -104,12 +102,6 @@ def relation_problems(region: LintRegion, others: Sequence[LintRegion]) -> list[
 
 
 # --- Duplicates and degenerate boxes ------------------------------------------------------------
-
-
-def iou(a: Box, b: Box) -> float:
-    n = intersection(a, b)
-    union = area(a) + area(b) - n
-    return n / union if union > 0 else 0.0
 
 
 def duplicate_problems(region: LintRegion, others: Sequence[LintRegion]) -> list[str]:

@@ -19,6 +19,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from training.formats import ERROR_TYPES
 from webapp.catalog.importing.report import ImportFailed, RecordError
 from webapp.core.api import FilteredListMixin, id_param, list_schema
 from webapp.core.permissions import IsCurator
@@ -26,7 +27,7 @@ from webapp.core.versioning import etag, read_if_match
 from webapp.regions.api import IsReviewer
 from webapp.trajectories import services
 from webapp.trajectories.importing import ON_ERROR, import_trajectories
-from webapp.trajectories.models import ERROR_TYPES, Trajectory, TrajectoryStep
+from webapp.trajectories.models import Trajectory, TrajectoryStep
 from webapp.trajectories.queue import tagged_trajectory_ids
 
 

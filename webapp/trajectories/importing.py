@@ -33,13 +33,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from training.formats import ERROR_TYPES
 from webapp.catalog.importing.bulk import insert_rows
 from webapp.catalog.importing.fields import FileProblem, get_id, get_text, read_text, type_name
 from webapp.catalog.importing.report import BadField, ImportFailed, ImportReport, RecordError
 from webapp.catalog.models import Dataset, Image
 from webapp.jobs.models import Run
 from webapp.trajectories.models import (
-    ERROR_TYPES,
     Trajectory,
     TrajectoryChange,
     TrajectoryStep,

@@ -11,8 +11,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-ERROR_TYPES = ("object", "attribute", "spatial", "reasoning")  # shared/FORMATS.md
-
 
 class Trajectory(models.Model):
     class Status(models.TextChoices):

@@ -12,7 +12,8 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from webapp.trajectories.models import ERROR_TYPES, Trajectory, TrajectoryLease, TrajectoryStep
+from training.formats import ERROR_TYPES
+from webapp.trajectories.models import Trajectory, TrajectoryLease, TrajectoryStep
 
 # The statuses a queue may be narrowed to: those that still wait for people.
 QUEUE_STATUSES = (Trajectory.Status.GENERATED, Trajectory.Status.IN_REVIEW)

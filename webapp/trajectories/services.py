@@ -26,10 +26,10 @@ from typing import Any
 
 from django.db.models import Prefetch
 
+from training.formats import ERROR_TYPES
 from webapp.core import leases
 from webapp.core.versioning import Conflict, versioned_update
 from webapp.trajectories.models import (
-    ERROR_TYPES,
     Trajectory,
     TrajectoryChange,
     TrajectoryLease,

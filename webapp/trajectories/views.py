@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
+from training.formats import ERROR_TYPES
 from webapp.catalog.importing.report import ImportFailed
 from webapp.catalog.models import Dataset
 from webapp.core.roles import ANNOTATOR, CURATOR, has_role
@@ -37,7 +38,6 @@ from webapp.trajectories import services
 from webapp.trajectories.diff import changed, word_diff
 from webapp.trajectories.importing import ON_ERROR, import_trajectories
 from webapp.trajectories.models import (
-    ERROR_TYPES,
     Trajectory,
     TrajectoryChange,
     TrajectoryLease,

@@ -11,7 +11,7 @@ import pytest
 
 from training.data.layout import content_sha256
 from training.data.synthetic import write_version
-from training.stage2.prompts import STOP_PHRASE
+from training.formats import STOP_PHRASE
 from training.stage2.tiny import build_tiny_llava, build_tiny_text_lm
 
 

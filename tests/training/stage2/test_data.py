@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from training.data.version import DatasetVersion, DatasetVersionError
+from training.formats import STOP_PHRASE
 from training.stage2.data import (
     IGNORE_INDEX,
     Example,
@@ -20,7 +21,7 @@ from training.stage2.data import (
     sft_examples,
     split_prompt_completion,
 )
-from training.stage2.prompts import STOP_PHRASE, critique_prompt, revision_prompt
+from training.stage2.prompts import critique_prompt, revision_prompt
 
 # llava-hf/llava-1.5-7b-hf's own chat template: no {% generation %}, a space after each text.
 LLAVA_15_TEMPLATE = (

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from tests.workers.llm_server import LLMServer, images_in
+from training.formats import STOP_PHRASE
 from training.stage2.generators import EndpointGenerator, close_all, make_generator
 from training.stage2.loop import rectify
-from training.stage2.prompts import CRITIQUE_INSTRUCTIONS, STOP_PHRASE
+from training.stage2.prompts import CRITIQUE_INSTRUCTIONS
 from training.stage2.rectify import main
 
 

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from tests.workers.llm_server import LLMServer, images_in
+from training.formats import STOP_PHRASE
 from training.stage2 import rewards, rl, rl_metrics
 from training.stage2.generators import EndpointGenerator, GenerationError
-from training.stage2.prompts import STOP_PHRASE, critique_prompt
+from training.stage2.prompts import critique_prompt
 from training.stage2.rewards import RMReward, rm_verdict_reward
 from workers.llm import RetryPolicy
 

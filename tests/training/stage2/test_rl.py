@@ -18,7 +18,8 @@ from tests.workers.llm_server import LLMServer, images_in
 from training.config import ConfigError
 from training.data.layout import content_sha256
 from training.data.version import DatasetVersion
-from training.stage2.prompts import STOP_PHRASE, answer_prompt, evidence_text, revision_prompt
+from training.formats import STOP_PHRASE
+from training.stage2.prompts import answer_prompt, evidence_text, revision_prompt
 from training.stage2.rl import RLConfig, hybrid_main, rl_main
 from training.stage2.rl_data import (
     build_dataset,
