@@ -115,6 +115,8 @@ def spatial_relation(i: Box, j: Box) -> str:
     'inside'
     >>> spatial_relation((0, 0, 10, 10), (0, 30, 10, 40))
     'above'
+    >>> spatial_relation((45, 0, 55, 100), (0, 45, 100, 55))  # a plus sign: centres coincide
+    'overlaps'
     """
     a_i, a_j = area(i), area(j)
     n = intersection(i, j)
@@ -128,6 +130,10 @@ def spatial_relation(i: Box, j: Box) -> str:
         return "overlaps"
     dx = (j[0] + j[2]) / 2 - (i[0] + i[2]) / 2
     dy = (j[1] + j[3]) / 2 - (i[1] + i[3]) / 2
+    # Rule 4: with coinciding centres no direction holds either way, and "right of" both ways
+    # would break rel(j, i) == INVERSE[rel(i, j)].
+    if dx == 0 and dy == 0:
+        return "overlaps"
     if abs(dx) >= abs(dy):
         return "left of" if dx > 0 else "right of"
     return "above" if dy > 0 else "below"
@@ -174,6 +180,7 @@ def relation_labels(boxes_i: torch.Tensor, boxes_j: torch.Tensor) -> torch.Tenso
     horizontal = torch.where(dx > 0, const("left of"), const("right of"))
     vertical = torch.where(dy > 0, const("above"), const("below"))
     label = torch.where(dx.abs() >= dy.abs(), horizontal, vertical)
-    label = torch.where(overlaps, const("overlaps"), label)
+    same_centre = (dx == 0) & (dy == 0)
+    label = torch.where(overlaps | same_centre, const("overlaps"), label)
     label = torch.where(inside, const("inside"), label)
     return torch.where(contains, const("contains"), label)

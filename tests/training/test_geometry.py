@@ -24,6 +24,27 @@ def test_relation_of_j_to_i_is_always_the_inverse_of_i_to_j():
         assert spatial_relation(j, i) == INVERSE[spatial_relation(i, j)]
 
 
+def test_the_inverse_holds_also_when_centres_coincide():
+    # Integer boxes around a few shared centres, so many pairs have the same centre exactly.
+    rng = random.Random(1)
+    boxes = []
+    for _ in range(80):
+        cx, cy = rng.choice([(50, 50), (20, 70)])
+        w, h = rng.randint(1, 20), rng.randint(1, 20)
+        boxes.append((cx - w, cy - h, cx + w, cy + h))
+    same_centre = 0
+    for i, j in itertools.permutations(boxes, 2):
+        assert spatial_relation(j, i) == INVERSE[spatial_relation(i, j)], (i, j)
+        same_centre += (i[0] + i[2], i[1] + i[3]) == (j[0] + j[2], j[1] + j[3])
+    assert same_centre > 1000
+
+
+def test_two_thin_boxes_crossing_in_a_plus_sign_overlap_both_ways():
+    vertical, horizontal = (45, 0, 55, 100), (0, 45, 100, 55)
+    assert spatial_relation(vertical, horizontal) == "overlaps"
+    assert spatial_relation(horizontal, vertical) == "overlaps"
+
+
 @pytest.mark.parametrize(
     ("i", "j", "expected"),
     [

@@ -75,3 +75,8 @@ def test_the_vectorised_labels_are_antisymmetric():
 def test_no_pairs_give_no_labels():
     empty = torch.zeros((0, 4))
     assert relation_labels(empty, empty).shape == (0,)
+
+
+def test_coinciding_centres_give_overlaps_in_the_vectorised_labels_too():
+    plus = [((45, 0, 55, 100), (0, 45, 100, 55)), ((0, 45, 100, 55), (45, 0, 55, 100))]
+    assert labels(plus) == ["overlaps", "overlaps"] == [spatial_relation(i, j) for i, j in plus]
