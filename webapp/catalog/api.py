@@ -28,8 +28,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.catalog.importing import (
-    ImportFailed,
-    RecordError,
     import_captions,
     import_coco,
     import_llava,
@@ -38,6 +36,8 @@ from webapp.catalog.importing import (
 from webapp.catalog.models import Dataset, Image
 from webapp.catalog.queries import count_of
 from webapp.core.api import FilteredListMixin, id_param, list_schema
+from webapp.core.http import upload_name, write_upload
+from webapp.core.importing.report import ImportFailed, RecordError
 from webapp.core.permissions import IsCurator
 
 # An uploaded image archive may expand to at most this much, in this many members. Far above a
@@ -232,11 +232,7 @@ def _images_root(folder: Path) -> Path:
 
 def _save_upload(upload: UploadedFile, folder: Path) -> Path:
     folder.mkdir()
-    target = folder / (Path(upload.name or "upload").name or "upload")
-    with open(target, "wb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
-    return target
+    return write_upload(upload, folder / upload_name(upload, "upload"))
 
 
 class ImportRefused(Exception):

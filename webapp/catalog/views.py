@@ -24,13 +24,20 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, render
 from django.templatetags.static import static
-from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
+from django.utils.cache import get_conditional_response, patch_cache_control
 from django.views.decorators.http import require_GET
-from django_htmx.middleware import HtmxDetails
 
 from webapp.catalog.models import Dataset, Image, QuestionItem
 from webapp.catalog.queries import count_of
 from webapp.catalog.thumbnails import NoStoredBytes, ensure_thumbnail
+from webapp.core.http import (
+    BadInput,
+    HtmxRequest,
+    parse_int,
+    svg_rect,
+    vary_on_htmx,
+    wants_fragment,
+)
 from webapp.core.roles import CURATOR
 from webapp.jobs.provenance import attach_provenance
 from webapp.regions.models import Region
@@ -53,29 +60,19 @@ STATUS_CHOICES = [s.value for s in Region.Status]
 ORIGIN_CHOICES = [o.value for o in Region.Origin]
 
 
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
-def _is_fragment_request(request: HtmxHttpRequest) -> bool:
-    """An htmx swap wants the fragment; a history restore after a cache miss wants the page."""
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
 def _render(
-    request: HtmxHttpRequest, template: str, partial: str, context: dict[str, Any]
+    request: HtmxRequest, template: str, partial: str, context: dict[str, Any]
 ) -> HttpResponse:
-    name = f"{template}#{partial}" if _is_fragment_request(request) else template
-    response = render(request, name, context)
-    patch_vary_headers(response, ["HX-Request"])
-    return response
+    name = f"{template}#{partial}" if wants_fragment(request) else template
+    return render(request, name, context)
 
 
 # --- Datasets ---------------------------------------------------------------------------------
 
 
 @require_GET
-def dataset_list(request: HtmxHttpRequest) -> HttpResponse:
+@vary_on_htmx
+def dataset_list(request: HtmxRequest) -> HttpResponse:
     """Every dataset with its counts, in two queries whatever the number of datasets."""
     datasets = list(
         Dataset.objects.order_by("name").annotate(
@@ -107,27 +104,19 @@ def dataset_list(request: HtmxHttpRequest) -> HttpResponse:
 # --- The image grid ---------------------------------------------------------------------------
 
 
-def _int_param(request: HttpRequest, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    if not value:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise Http404(f"{name} must be an integer") from None
-    if number < 0:
-        raise Http404(f"{name} must not be negative")
-    return number
-
-
 @require_GET
-def image_grid(request: HtmxHttpRequest, name: str) -> HttpResponse:
+@vary_on_htmx
+def image_grid(request: HtmxRequest, name: str) -> HttpResponse:
     """Thumbnails of a dataset, ``GRID_PAGE_SIZE`` at a time after ``?after=<id>``."""
     dataset = get_object_or_404(Dataset, name=name)
     split = request.GET.get("split")
     if split is not None and split not in Image.Split.values:
         raise Http404("unknown split")
-    after = _int_param(request, "after")
+    after_field = request.GET.get("after", "")
+    try:
+        after = parse_int(after_field, "after", minimum=0) if after_field else None
+    except BadInput as error:
+        raise Http404(str(error)) from None
 
     images = Image.objects.filter(dataset=dataset)
     if split is not None:
@@ -176,11 +165,6 @@ def _is_curator(user) -> bool:
 # --- The image page ---------------------------------------------------------------------------
 
 
-def _svg_number(value: float) -> str:
-    """Pixels with at most three decimals, without trailing zeros: ``12``, ``12.5``."""
-    return f"{value:.3f}".rstrip("0").rstrip(".")
-
-
 def _filter_links(
     request: HttpRequest, key: str, values: list[str], counts: dict[str, int], current: dict
 ) -> list[dict]:
@@ -201,7 +185,8 @@ def _filter_links(
 
 
 @require_GET
-def image_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def image_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     """One image, its regions drawn over it and listed, its captions, metadata and questions."""
     image = get_object_or_404(Image.objects.select_related("dataset"), pk=pk)
     status = request.GET.get("status") or None
@@ -226,12 +211,7 @@ def image_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     regions = regions[:REGION_LIMIT]
     attach_provenance(regions)
     for region in regions:
-        region.svg = {
-            "x": _svg_number(region.x0),
-            "y": _svg_number(region.y0),
-            "width": _svg_number(region.x1 - region.x0),
-            "height": _svg_number(region.y1 - region.y0),
-        }
+        region.svg = svg_rect(region.x0, region.y0, region.x1, region.y1)
 
     siblings = Image.objects.filter(dataset_id=image.dataset_id).values_list("pk", flat=True)
     current = {"status": status, "origin": origin}

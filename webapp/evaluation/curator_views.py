@@ -18,17 +18,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from webapp.core.http import BadInput, HtmxRequest, parse_int, vary_on_htmx
 from webapp.evaluation import access, services
 from webapp.evaluation import results as results_module
 from webapp.evaluation.generation import start_generation
 from webapp.evaluation.jsonl import InputError
 from webapp.evaluation.models import Assignment, Round, System, default_criteria
-from webapp.evaluation.rating_views import EvalRequest, _vary
-from webapp.evaluation.stats import RatingDataError
+from webapp.evaluation.stats.ratings import RatingDataError
 from webapp.exports.models import DatasetVersion
 
 
-def _round(request: EvalRequest, pk: int) -> Round:
+def _round(request: HtmxRequest, pk: int) -> Round:
     access.require_curator(request.user)
     return get_object_or_404(Round.objects.select_related("baseline", "version"), pk=pk)
 
@@ -38,22 +38,21 @@ def _back(round_: Round) -> HttpResponseRedirect:
 
 
 def _int(value: str | None, name: str, default: int | None = None) -> int:
-    if (value is None or value.strip() == "") and default is not None:
-        return default
+    """``parse_int``, failing with this app's ``InputError`` ("field: problem")."""
     try:
-        return int(value or "")
-    except ValueError:
+        return parse_int(value, name, default=default)
+    except BadInput:
         raise InputError(f"{name}: must be a whole number") from None
 
 
-def _upload_lines(request: EvalRequest, field: str):
+def _upload_lines(request: HtmxRequest, field: str):
     upload = request.FILES.get(field)
     if upload is None:
         raise InputError(f"{field}: choose a JSONL file")
     return upload.name, io.TextIOWrapper(upload.file, encoding="utf-8", errors="strict")
 
 
-def _attempt(request: EvalRequest, round_: Round, action, success: str) -> HttpResponseRedirect:
+def _attempt(request: HtmxRequest, round_: Round, action, success: str) -> HttpResponseRedirect:
     """Run a service call; its InputError becomes an error message, nothing is written."""
     try:
         outcome = action()
@@ -65,7 +64,7 @@ def _attempt(request: EvalRequest, round_: Round, action, success: str) -> HttpR
 
 
 @require_http_methods(["GET", "POST"])
-def round_new(request: EvalRequest) -> HttpResponse:
+def round_new(request: HtmxRequest) -> HttpResponse:
     access.require_curator(request.user)
     error = ""
     if request.method == "POST":
@@ -102,7 +101,8 @@ def _criteria(text: str) -> dict | None:
 
 
 @require_GET
-def round_detail(request: EvalRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def round_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
     items = round_.items.count()
     systems = list(round_.systems.annotate(n=Count("responses")).order_by("pk"))
@@ -144,11 +144,11 @@ def round_detail(request: EvalRequest, pk: int) -> HttpResponse:
         "per_rater": per_rater,
         "sample_items": list(round_.items.select_related("image")[:10]),
     }
-    return _vary(render(request, "evaluation/round_detail.html", context))
+    return render(request, "evaluation/round_detail.html", context)
 
 
 @require_POST
-def items_sample(request: EvalRequest, pk: int) -> HttpResponse:
+def items_sample(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
 
     def sample() -> int:
@@ -166,7 +166,7 @@ def items_sample(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def items_import(request: EvalRequest, pk: int) -> HttpResponse:
+def items_import(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
 
     def load() -> int:
@@ -181,7 +181,7 @@ def items_import(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def drop_incomplete(request: EvalRequest, pk: int) -> HttpResponse:
+def drop_incomplete(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
     return _attempt(
         request, round_, lambda: services.drop_incomplete_items(round_=round_),
@@ -190,7 +190,7 @@ def drop_incomplete(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def system_add(request: EvalRequest, pk: int) -> HttpResponse:
+def system_add(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
 
     def add() -> str:
@@ -207,13 +207,13 @@ def system_add(request: EvalRequest, pk: int) -> HttpResponse:
     return _attempt(request, round_, add, "Added system {}.")
 
 
-def _system(request: EvalRequest, pk: int) -> System:
+def _system(request: HtmxRequest, pk: int) -> System:
     access.require_curator(request.user)
     return get_object_or_404(System.objects.select_related("round"), pk=pk)
 
 
 @require_POST
-def responses_import(request: EvalRequest, pk: int) -> HttpResponse:
+def responses_import(request: HtmxRequest, pk: int) -> HttpResponse:
     system = _system(request, pk)
 
     def load() -> int:
@@ -224,7 +224,7 @@ def responses_import(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def generate(request: EvalRequest, pk: int) -> HttpResponse:
+def generate(request: HtmxRequest, pk: int) -> HttpResponse:
     system = _system(request, pk)
 
     def queue() -> str:
@@ -238,7 +238,7 @@ def generate(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def baseline(request: EvalRequest, pk: int) -> HttpResponse:
+def baseline(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
 
     def choose() -> str:
@@ -251,7 +251,7 @@ def baseline(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def round_open(request: EvalRequest, pk: int) -> HttpResponse:
+def round_open(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
     acknowledge = request.POST.get("acknowledge_leaks") == "on"
     return _attempt(
@@ -262,7 +262,7 @@ def round_open(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def round_close(request: EvalRequest, pk: int) -> HttpResponse:
+def round_close(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
     return _attempt(
         request, round_, lambda: services.close_round(round_=round_).name,
@@ -298,18 +298,19 @@ def _results_context(round_: Round) -> dict:
 
 
 @require_GET
-def results(request: EvalRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def results(request: HtmxRequest, pk: int) -> HttpResponse:
     """The round's statistics: live (the page polls itself) while open, final once closed."""
     round_ = _round(request, pk)
     context = _results_context(round_)
     template = "evaluation/results.html"
     if request.htmx:
         template += "#results"
-    return _vary(render(request, template, context))
+    return render(request, template, context)
 
 
 @require_GET
-def results_chart(request: EvalRequest, pk: int) -> HttpResponse:
+def results_chart(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
     svg = results_module.chart(
         results_module.results_for(round_), results_module.system_names(round_)
@@ -318,7 +319,7 @@ def results_chart(request: EvalRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def results_download(request: EvalRequest, pk: int, table: str, fmt: str) -> HttpResponse:
+def results_download(request: HtmxRequest, pk: int, table: str, fmt: str) -> HttpResponse:
     round_ = _round(request, pk)
     if table not in results_module.TABLES or fmt not in results_module.FORMATS:
         raise Http404("no such table or format")

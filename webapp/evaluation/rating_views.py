@@ -8,15 +8,13 @@ module adds the keyboard (``static/js/evaluation.js``).
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.middleware import HtmxDetails
 
+from webapp.core.http import HtmxRequest, vary_on_htmx
 from webapp.core.versioning import Conflict
 from webapp.evaluation import access
 from webapp.evaluation.assignment import (
@@ -32,18 +30,9 @@ from webapp.evaluation.models import Assignment, Round
 from webapp.regions.models import Region
 
 
-class EvalRequest(HttpRequest):
-    htmx: HtmxDetails
-    user: AbstractBaseUser
-
-
-def _vary(response: HttpResponse) -> HttpResponse:
-    patch_vary_headers(response, ["HX-Request"])
-    return response
-
-
 @require_GET
-def index(request: EvalRequest) -> HttpResponse:
+@vary_on_htmx
+def index(request: HtmxRequest) -> HttpResponse:
     """Curators: every round. Raters: the open rounds, with how much of each they have done."""
     access.require_evaluation_user(request.user)
     curator = access.is_curator(request.user)
@@ -70,11 +59,12 @@ def index(request: EvalRequest) -> HttpResponse:
             .order_by("-opened_at")
         )
     context = {"rounds": rounds, "rating": rating, "is_curator": curator, "is_rater": rater}
-    return _vary(render(request, "evaluation/index.html", context))
+    return render(request, "evaluation/index.html", context)
 
 
 @require_GET
-def my_round(request: EvalRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def my_round(request: HtmxRequest, pk: int) -> HttpResponse:
     """A rater's page for one round: progress, start or continue, and their rated items."""
     access.require_rater(request.user)
     round_ = get_object_or_404(Round.objects.exclude(status=Round.Status.DRAFT), pk=pk)
@@ -91,11 +81,11 @@ def my_round(request: EvalRequest, pk: int) -> HttpResponse:
         "pending": next((a for a in mine if a.status == Assignment.Status.PENDING), None),
         "finished": request.GET.get("finished") == "1",
     }
-    return _vary(render(request, "evaluation/my_round.html", context))
+    return render(request, "evaluation/my_round.html", context)
 
 
 @require_POST
-def next_item(request: EvalRequest, pk: int) -> HttpResponse:
+def next_item(request: HtmxRequest, pk: int) -> HttpResponse:
     """Claim the rater's next item (or return their pending one) and go to it."""
     access.require_rater(request.user)
     round_ = get_object_or_404(Round, pk=pk)
@@ -121,7 +111,7 @@ def _accepted_regions(image_id: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def _rate_context(assignment: Assignment, request: EvalRequest, posted=None) -> dict:
+def _rate_context(assignment: Assignment, request: HtmxRequest, posted=None) -> dict:
     round_ = assignment.round
     image = assignment.item.image
     counts = progress(round_, request.user)
@@ -142,7 +132,8 @@ def _rate_context(assignment: Assignment, request: EvalRequest, posted=None) -> 
 
 
 @require_http_methods(["GET", "POST"])
-def rate(request: EvalRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def rate(request: HtmxRequest, pk: int) -> HttpResponse:
     """The rating page of one seat (the rater's own only); POST saves or revises it."""
     access.require_rater(request.user)
     assignment = (
@@ -155,10 +146,10 @@ def rate(request: EvalRequest, pk: int) -> HttpResponse:
         # (and nothing about who), rather than a bare 404, when the rater was saving.
         if request.method == "POST" and Assignment.objects.filter(pk=pk).exists():
             context = {"round": Assignment.objects.get(pk=pk).round}
-            return _vary(render(request, "evaluation/lapsed.html", context, status=409))
+            return render(request, "evaluation/lapsed.html", context, status=409)
         raise Http404("No such item of yours.")
     if request.method == "GET":
-        return _vary(render(request, "evaluation/rate.html", _rate_context(assignment, request)))
+        return render(request, "evaluation/rate.html", _rate_context(assignment, request))
     first_time = assignment.status == Assignment.Status.PENDING
     inputs = parse_rating_form(request.POST, assignment.round, len(assignment.order))
     try:
@@ -178,4 +169,4 @@ def rate(request: EvalRequest, pk: int) -> HttpResponse:
 
 def _error(request, assignment, inputs, message: str, *, status: int) -> HttpResponse:
     context = _rate_context(assignment, request, inputs) | {"error": message}
-    return _vary(render(request, "evaluation/rate.html", context, status=status))
+    return render(request, "evaluation/rate.html", context, status=status)

@@ -15,11 +15,10 @@ from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.middleware import HtmxDetails
 
 from webapp.catalog.models import Dataset
+from webapp.core.http import HtmxRequest, vary_on_htmx, wants_fragment
 from webapp.core.roles import CURATOR, has_role
 from webapp.jobs import captioning, pseudo_label, trajectories
 from webapp.jobs.models import Run, RunBatch
@@ -36,16 +35,8 @@ PAGE_SIZE = 50
 FAILURES_SHOWN = 100
 
 
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
-def _fragment(request: HtmxHttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
 @require_GET
-def run_list(request: HtmxHttpRequest) -> HttpResponse:
+def run_list(request: HtmxRequest) -> HttpResponse:
     """Runs, newest first, ``PAGE_SIZE`` at a time before ``?before=<id>``; filter by kind."""
     runs = Run.objects.select_related("dataset").defer("errors", "parameters").order_by("-pk")
     kind = request.GET.get("kind") or None
@@ -108,13 +99,12 @@ def _progress_context(request: HttpRequest, run: Run) -> dict:
 
 
 @require_GET
-def run_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def run_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(Run.objects.select_related("dataset", "created_by"), pk=pk)
     context = _progress_context(request, run)
     template = "jobs/run_detail.html"
-    response = render(request, f"{template}#progress" if _fragment(request) else template, context)
-    patch_vary_headers(response, ["HX-Request"])
-    return response
+    return render(request, f"{template}#progress" if wants_fragment(request) else template, context)
 
 
 def _steer(request: HttpRequest, pk: int, change, done: str) -> HttpResponse:

@@ -19,6 +19,8 @@ from html import escape as _escape_text
 
 from django.utils.safestring import SafeString, mark_safe
 
+from webapp.core.http import svg_number
+
 PHRASE_LABEL_CHARS = 40
 
 
@@ -84,11 +86,6 @@ class RegionView:
 def csrf_input(token: str) -> str:
     """The hidden field ``{% csrf_token %}`` prints, for forms that also post without htmx."""
     return f'<input type="hidden" name="csrfmiddlewaretoken" value="{escape(token)}">'
-
-
-def svg_number(value: float) -> str:
-    """A coordinate with at most three decimals and no trailing zeros: ``12.5``, ``40``."""
-    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _truncate(text: str, length: int) -> str:

@@ -6,7 +6,9 @@ the changed region's table row and its SVG box, nothing else. Each edit carries 
 page showed; a stale one gets 409 Conflict and the conflict panel (keep mine / take theirs).
 Without JavaScript the same forms post normally and redirect back to the page. Each action is
 also one step of the annotator's undo stack for the image, kept in the database (``UndoStep``),
-so Ctrl+Z still undoes it after a reload.
+so Ctrl+Z still undoes it after a reload. This module parses the forms and renders the answers;
+each action's writes are one function of ``review_actions``, and the counts come from
+``selectors``.
 """
 
 from __future__ import annotations
@@ -16,29 +18,26 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.db.models import Count, Q, Window, prefetch_related_objects
-from django.db.models.functions import TruncHour
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
-from django_htmx.middleware import HtmxDetails
 
 from training.geometry import BoxError
 from webapp.catalog.models import Dataset, Image
+from webapp.core.http import BadInput, HtmxRequest, parse_int, svg_number, vary_on_htmx
 from webapp.core.roles import ANNOTATOR, CURATOR
 from webapp.jobs.models import Run
 from webapp.jobs.provenance import attach_provenance
-from webapp.regions import markup, services
+from webapp.regions import markup, review_actions, selectors, services
 from webapp.regions.models import Lease, Region, RegionChange
-from webapp.regions.queue import BadFilter, QueueFilters, pending_regions
+from webapp.regions.queue import BadFilter, QueueFilters
+from webapp.regions.review_actions import Changed
 from webapp.regions.services import RegionConflict
 
 TEMPLATE = "regions/review.html"
@@ -52,15 +51,10 @@ STATUS_ACTIONS = {
 }
 
 
-class ReviewRequest(HttpRequest):
-    htmx: HtmxDetails
-    user: AbstractBaseUser
-
-
 # --- Helpers ------------------------------------------------------------------------------------
 
 
-def _require_reviewer(request: ReviewRequest) -> None:
+def _require_reviewer(request: HtmxRequest) -> None:
     """Annotators and curators review; raters (and anyone else) get 403.
 
     The groups are prefetched onto the user, so the page header's role list reuses them.
@@ -71,11 +65,6 @@ def _require_reviewer(request: ReviewRequest) -> None:
     prefetch_related_objects([user], "groups")
     if not {g.name for g in user.groups.all()} & {ANNOTATOR, CURATOR}:
         raise PermissionDenied("Reviewing needs the annotator or curator role.")
-
-
-def _vary(response: HttpResponse) -> HttpResponse:
-    patch_vary_headers(response, ["HX-Request"])
-    return response
 
 
 def _url_pattern(name: str) -> str:
@@ -102,12 +91,6 @@ def _decorate(request: HttpRequest, regions: list, *, oob: bool = False) -> list
     return regions
 
 
-def _counts(image_id: int) -> dict[str, int]:
-    return Region.objects.filter(image_id=image_id).aggregate(
-        total=Count("pk"), **{s: Count("pk", filter=Q(status=s)) for s in STATUSES}
-    )
-
-
 def _filters(query) -> QueueFilters:
     try:
         return QueueFilters.from_query(query)
@@ -127,13 +110,6 @@ def _queue_url(dataset: Dataset, filters: QueueFilters, **extra: str) -> str:
     return f"{url}?{urlencode(query)}" if query else url
 
 
-def _int(value: str | None, name: str) -> int:
-    try:
-        return int(value or "")
-    except ValueError:
-        raise BadInput(f"{name} must be a whole number") from None
-
-
 def _float(value: str | None, name: str) -> float:
     try:
         return float(value or "")
@@ -141,18 +117,10 @@ def _float(value: str | None, name: str) -> float:
         raise BadInput(f"{name} must be a number") from None
 
 
-class BadInput(ValueError):
-    pass
-
-
 def _changes_response(
-    request: ReviewRequest,
+    request: HtmxRequest,
+    changed: Changed,
     *,
-    image_id: int,
-    regions: list[Region] = (),
-    added: list[Region] = (),
-    removed: list[int] = (),
-    changes: list[int] = (),
     undo: bool = False,
     counts: bool = True,
     nothing: bool = False,
@@ -165,32 +133,32 @@ def _changes_response(
     """
     if not request.htmx:
         return HttpResponseRedirect(
-            request.headers.get("Referer") or _review_url(image_id, QueueFilters())
+            request.headers.get("Referer") or _review_url(changed.image_id, QueueFilters())
         )
-    _decorate(request, list(regions), oob=True)
-    _decorate(request, list(added))
+    _decorate(request, changed.regions, oob=True)
+    _decorate(request, changed.added)
     context = {
-        "regions": list(regions),
-        "added": list(added),
-        "removed": list(removed),
-        "counts": _counts(image_id) if counts else None,
+        "regions": changed.regions,
+        "added": changed.added,
+        "removed": changed.removed,
+        "counts": selectors.image_status_counts(changed.image_id) if counts else None,
         "oob": True,
     }
     response = render(request, f"{TEMPLATE}#changes", context)
     payload = {
-        "changes": list(changes),
+        "changes": changed.changes,
         "undo": undo,
         "nothing": nothing,
-        "regions": [r.pk for r in regions],
-        "added": [r.pk for r in added],
-        "removed": list(removed),
+        "regions": [r.pk for r in changed.regions],
+        "added": [r.pk for r in changed.added],
+        "removed": changed.removed,
     }
     response["HX-Trigger"] = json.dumps({"fgam:changed": payload})
-    return _vary(response)
+    return response
 
 
 def _conflict_response(
-    request: ReviewRequest, region_id: int, conflict: RegionConflict, mine: dict[str, str]
+    request: HtmxRequest, region_id: int, conflict: RegionConflict, mine: dict[str, str]
 ) -> HttpResponse:
     """409 with the other person's version beside the annotator's, to keep one or the other."""
     current = Region.objects.select_related("updated_by").filter(pk=region_id).first()
@@ -205,8 +173,8 @@ def _conflict_response(
                 rows.append(("phrase", current.phrase, mine["phrase"]))
         elif action == "box":
             mine_box = [float(mine.get(k) or 0) for k in ("x0", "y0", "x1", "y1")]
-            box = ", ".join(markup.svg_number(v) for v in mine_box)
-            rows.append(("box", ", ".join(markup.svg_number(v) for v in current.box), box))
+            box = ", ".join(svg_number(v) for v in mine_box)
+            rows.append(("box", ", ".join(svg_number(v) for v in current.box), box))
     context = {
         "current": current,
         "mine": mine,
@@ -218,38 +186,36 @@ def _conflict_response(
     response = render(request, f"{TEMPLATE}#conflict", context, status=409)
     if request.htmx:
         response = reswap(retarget(response, "#conflict"), "innerHTML")
-    return _vary(response)
+    return response
 
 
-def _bad_input_response(request: ReviewRequest, message: str) -> HttpResponse:
+def _bad_input_response(request: HtmxRequest, message: str) -> HttpResponse:
     response = render(request, f"{TEMPLATE}#notice", {"message": message}, status=422)
     if request.htmx:
         response = reswap(retarget(response, "#notice"), "innerHTML")
-    return _vary(response)
+    return response
 
 
 # --- The queue ----------------------------------------------------------------------------------
 
 
 @require_GET
-def review_index(request: ReviewRequest) -> HttpResponse:
+@vary_on_htmx
+def review_index(request: HtmxRequest) -> HttpResponse:
     """Datasets with their pending regions, each with a link to its review queue."""
     _require_reviewer(request)
-    datasets = Dataset.objects.order_by("name").annotate(
-        pending=Count("images__regions", filter=Q(images__regions__status=Region.Status.PENDING))
-    )
-    return _vary(render(request, "regions/queue.html", {"datasets": list(datasets)}))
+    context = {"datasets": selectors.datasets_with_pending()}
+    return render(request, "regions/queue.html", context)
 
 
 @require_GET
-def queue(request: ReviewRequest, name: str) -> HttpResponse:
+@vary_on_htmx
+def queue(request: HtmxRequest, name: str) -> HttpResponse:
     """The filters of a dataset's queue, what they match, and "Start reviewing"."""
     _require_reviewer(request)
     dataset = get_object_or_404(Dataset, name=name)
     filters = _filters(request.GET)
-    matching = pending_regions(dataset.pk, filters).aggregate(
-        regions=Count("pk"), images=Count("image_id", distinct=True)
-    )
+    matching = selectors.queue_matching(dataset.pk, filters)
     runs = list(
         Run.objects.filter(dataset=dataset, kind=Run.Kind.PSEUDO_LABEL)
         .order_by("-pk")
@@ -266,11 +232,11 @@ def queue(request: ReviewRequest, name: str) -> HttpResponse:
             dataset=dataset, user=request.user, expires_at__gt=timezone.now()
         ).first(),
     }
-    return _vary(render(request, "regions/queue.html", context))
+    return render(request, "regions/queue.html", context)
 
 
 @require_POST
-def start(request: ReviewRequest, name: str) -> HttpResponse:
+def start(request: HtmxRequest, name: str) -> HttpResponse:
     """Lease the next matching image to this annotator and open it."""
     _require_reviewer(request)
     dataset = get_object_or_404(Dataset, name=name)
@@ -282,7 +248,7 @@ def start(request: ReviewRequest, name: str) -> HttpResponse:
 
 
 @require_POST
-def next_image(request: ReviewRequest, pk: int) -> HttpResponse:
+def next_image(request: HtmxRequest, pk: int) -> HttpResponse:
     """Give this image back and lease the next one (skip and next are the same move)."""
     _require_reviewer(request)
     image = get_object_or_404(Image.objects.only("pk", "dataset_id"), pk=pk)
@@ -302,25 +268,15 @@ def next_image(request: ReviewRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def review_image(request: ReviewRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def review_image(request: HtmxRequest, pk: int) -> HttpResponse:
     """One image, large, with every region as a box and a row; a fixed number of queries."""
     _require_reviewer(request)
     # The lease rides along with the image, and the counts with the regions (a window over
     # the image's rows, taken before the LIMIT): two queries fewer than asking for each.
     image = get_object_or_404(Image.objects.select_related("dataset", "lease__user"), pk=pk)
     filters = _filters(request.GET)
-    window = {f"n_{s}": Window(Count("pk", filter=Q(status=s))) for s in STATUSES}
-    rows = list(
-        Region.objects.filter(image=image)
-        .annotate(**window)
-        .order_by("pk")
-        .values_list(*markup.RegionView.FIELDS, *window)[:REGION_LIMIT]
-    )
-    width = len(markup.RegionView.FIELDS)
-    counts = (
-        dict(zip(STATUSES, rows[0][width:], strict=True)) if rows else dict.fromkeys(STATUSES, 0)
-    )
-    regions = [markup.RegionView(*row[:width]) for row in rows]
+    counts, regions = selectors.review_page_regions(image.pk, REGION_LIMIT)
     _decorate(request, regions)
     rows_html = markup.join([r.row_html for r in regions])
     boxes_html = markup.join([r.box_html for r in regions])
@@ -340,65 +296,38 @@ def review_image(request: ReviewRequest, pk: int) -> HttpResponse:
         "has_file": bool(image.storage_path or image.uri.startswith(("http://", "https://"))),
         "queue_url": _queue_url(image.dataset, filters),
     }
-    return _vary(render(request, TEMPLATE, context))
+    return render(request, TEMPLATE, context)
 
 
 @require_GET
-def region_fragment(request: ReviewRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def region_fragment(request: HtmxRequest, pk: int) -> HttpResponse:
     """The region as it is now: "take theirs" after a conflict swaps this in."""
     _require_reviewer(request)
     region = get_object_or_404(Region, pk=pk)
     if not request.htmx:
         return HttpResponseRedirect(_review_url(region.image_id, QueueFilters()))
-    return _changes_response(request, image_id=region.image_id, regions=[region])
+    return _changes_response(request, Changed(image_id=region.image_id, regions=[region]))
 
 
-def _edit(request: ReviewRequest, region_id: int, fields: dict[str, Any]) -> HttpResponse:
-    """Write one action; the region is not read first: a missing one is a 409 like a stale
-    version ("deleted meanwhile"), and the image comes from the row the write locked."""
+def _edit(request: HtmxRequest, region_id: int, fields: dict[str, Any]) -> HttpResponse:
+    """Write one action on a region (``review_actions.edit``) and answer with what changed."""
     mine = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
     try:
-        version = _int(request.POST.get("version"), "version")
-        # One commit for the change, its undo step and the lease (each commit waits for the
-        # disk). The lease is the last lock taken, so this cannot deadlock with another save.
-        with transaction.atomic():
-            updated = services.update_region(
-                region_id=region_id, expected_version=version, changes=fields, user=request.user
-            )
-            change = updated.last_change
-            services.record_undo_step(
-                user=request.user, image_id=updated.image_id, change_ids=[change.pk]
-            )
-            services.renew_lease(image_id=updated.image_id, user=request.user)
+        version = parse_int(request.POST.get("version"), "version")
+        changed = review_actions.edit(
+            region_id=region_id, expected_version=version, changes=fields, user=request.user
+        )
     except RegionConflict as conflict:
         return _conflict_response(request, region_id, conflict, mine)
     except (BoxError, BadInput, ValueError) as error:
         return _bad_input_response(request, str(error))
-    # The checks run after the commit, in their own statements: holding this region's lock
-    # while flagging others could deadlock with a save that holds one of those.
-    others: list[Region] = []
-    if set(fields) - {"status"}:
-        # The checks read captions, phrases and boxes only: a status change cannot move a flag.
-        reasons = services.apply_lint(
-            image_id=updated.image_id, region_ids=[updated.pk], changed=fields
-        )
-        reason = reasons.get(updated.pk, updated.flag_reason)
-        updated.flagged, updated.flag_reason = bool(reason), reason
-        # A moved box or renamed phrase can flag or clear other rows too: send those as well.
-        moved = [pk for pk in reasons if pk != updated.pk]
-        if moved:
-            others = list(Region.objects.filter(pk__in=moved).order_by("pk"))
-    return _changes_response(
-        request,
-        image_id=updated.image_id,
-        regions=[updated, *others],
-        changes=[change.pk],
-        counts="status" in fields,
-    )
+    return _changes_response(request, changed, counts="status" in fields)
 
 
 @require_POST
-def region_action(request: ReviewRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def region_action(request: HtmxRequest, pk: int) -> HttpResponse:
     """Accept, reject, rewrite (``edit``: caption and phrase) or move (``box``) one region."""
     _require_reviewer(request)
     action = request.POST.get("action", "")
@@ -419,13 +348,14 @@ def region_action(request: ReviewRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def region_create(request: ReviewRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def region_create(request: HtmxRequest, pk: int) -> HttpResponse:
     """A box the detector missed, drawn by the annotator (origin human)."""
     _require_reviewer(request)
     image = get_object_or_404(Image, pk=pk)
     try:
         box = [_float(request.POST.get(k), k) for k in ("x0", "y0", "x1", "y1")]
-        region = services.create_region(
+        changed = review_actions.draw(
             image=image,
             box=box,
             phrase=request.POST.get("phrase", "").strip()[:512],
@@ -434,81 +364,59 @@ def region_create(request: ReviewRequest, pk: int) -> HttpResponse:
         )
     except (BoxError, BadInput) as error:
         return _bad_input_response(request, str(error))
-    services.renew_lease(image_id=image.pk, user=request.user)
-    change = region.changes.only("pk").last()
-    services.record_undo_step(user=request.user, image_id=image.pk, change_ids=[change.pk])
-    return _changes_response(request, image_id=image.pk, added=[region], changes=[change.pk])
+    return _changes_response(request, changed)
 
 
 @require_POST
-def region_delete(request: ReviewRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def region_delete(request: HtmxRequest, pk: int) -> HttpResponse:
     """Delete a human-drawn region (the others are rejected instead)."""
     _require_reviewer(request)
     region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=pk)
     try:
-        version = _int(request.POST.get("version"), "version")
-        services.delete_region(region_id=pk, expected_version=version, user=request.user)
+        version = parse_int(request.POST.get("version"), "version")
+        changed = review_actions.delete(region=region, expected_version=version, user=request.user)
     except RegionConflict as conflict:
         return _conflict_response(request, pk, conflict, {"action": "delete"})
     except (BadInput, ValueError) as error:
         return _bad_input_response(request, str(error))
-    change = RegionChange.objects.filter(region_id=pk).only("pk").last()
-    services.record_undo_step(user=request.user, image_id=region.image_id, change_ids=[change.pk])
-    return _changes_response(request, image_id=region.image_id, removed=[pk], changes=[change.pk])
+    return _changes_response(request, changed)
 
 
 @require_POST
-def accept_all(request: ReviewRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def accept_all(request: HtmxRequest, pk: int) -> HttpResponse:
     """Accept every region of the image that is still pending."""
     _require_reviewer(request)
     image = get_object_or_404(Image.objects.only("pk"), pk=pk)
-    changes = services.accept_remaining(image_id=image.pk, user=request.user)
-    services.renew_lease(image_id=image.pk, user=request.user)
-    regions = list(Region.objects.filter(pk__in=[c.region_id for c in changes]).order_by("pk"))
-    services.record_undo_step(
-        user=request.user, image_id=image.pk, change_ids=[c.pk for c in changes]
-    )
     return _changes_response(
-        request, image_id=image.pk, regions=regions, changes=[c.pk for c in changes]
+        request, review_actions.accept_all(image_id=image.pk, user=request.user)
     )
 
 
 @require_POST
-def undo(request: ReviewRequest, pk: int) -> HttpResponse:
-    """Ctrl+Z: undo the annotator's last action on this image, as new versions.
-
-    Without parameters it takes the newest open step of the user's server-side undo stack
-    (``UndoStep``), so it still works after a reload. With ``change`` ids (clients of the
-    earlier protocol, tests) it undoes exactly those, which must be the user's own. A region
-    that someone changed since is left alone and answered with 409.
-    """
+@vary_on_htmx
+def undo(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Ctrl+Z: the newest open step of the annotator's undo stack, or exactly the ``change``
+    ids posted (see ``review_actions.undo``); a region someone changed since gets 409."""
     _require_reviewer(request)
     image = get_object_or_404(Image, pk=pk)
     try:
         values = ",".join(request.POST.getlist("change")).split(",")
-        ids = sorted({_int(v, "change") for v in values if v.strip()}, reverse=True)
+        ids = sorted({parse_int(v, "change") for v in values if v.strip()}, reverse=True)
     except BadInput as error:
         return _bad_input_response(request, str(error))
-    if ids:
-        mine = RegionChange.objects.filter(pk__in=ids, user=request.user).values_list("pk")
-        if len(set(mine)) != len(ids):
-            raise PermissionDenied("Only your own changes can be undone here.")
-        services.close_undo_steps(user=request.user, image_id=image.pk, change_ids=ids)
-        done = services.revert_changes(change_ids=ids, user=request.user, image=image)
-    else:
-        done = services.undo_last_step(user=request.user, image=image)
+    done = review_actions.undo(image=image, user=request.user, change_ids=ids)
     if done.conflict:
         region_id, conflict = done.conflict
         return _conflict_response(request, region_id, conflict, {"action": "undo"})
     if done.error:
         return _bad_input_response(request, done.error)
-    if done.made:
-        services.apply_lint(image_id=image.pk)
-    regions = list(Region.objects.filter(pk__in=[r.pk for r in done.regions]).order_by("pk"))
-    return _changes_response(
-        request, image_id=image.pk, regions=regions, added=done.added, removed=done.removed,
-        changes=done.made, undo=True, nothing=done.nothing,
+    changed = Changed(
+        image_id=image.pk, regions=selectors.regions_by_id(r.pk for r in done.regions),
+        added=done.added, removed=done.removed, changes=done.made,
     )  # fmt: skip
+    return _changes_response(request, changed, undo=True, nothing=done.nothing)
 
 
 # --- History ------------------------------------------------------------------------------------
@@ -517,7 +425,8 @@ SHOWN_FIELDS = ("status", "caption", "phrase", "box", "flagged")
 
 
 @require_GET
-def region_history(request: ReviewRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def region_history(request: HtmxRequest, pk: int) -> HttpResponse:
     """Who changed the region, when, and what; each version can be restored."""
     _require_reviewer(request)
     region = Region.objects.filter(pk=pk).first()
@@ -535,30 +444,27 @@ def region_history(request: ReviewRequest, pk: int) -> HttpResponse:
         ]
     context = {"region": region, "changes": changes, "region_id": pk}
     name = f"{TEMPLATE}#history" if request.htmx else "regions/history.html"
-    return _vary(render(request, name, context))
+    return render(request, name, context)
 
 
 @require_POST
-def restore(request: ReviewRequest, change_id: int) -> HttpResponse:
+@vary_on_htmx
+def restore(request: HtmxRequest, change_id: int) -> HttpResponse:
     """Bring the region back to the state after an earlier change, recorded as a new change."""
     _require_reviewer(request)
     change = get_object_or_404(RegionChange, pk=change_id)
     region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=change.region_id)
     try:
-        version = _int(request.POST.get("version"), "version")
-        restored, made = services.restore_version(
-            change_id=change_id, expected_version=version, user=request.user
-        )
+        version = parse_int(request.POST.get("version"), "version")
+        changed = review_actions.restore(
+            change_id=change_id, image_id=region.image_id, expected_version=version,
+            user=request.user,
+        )  # fmt: skip
     except RegionConflict as conflict:
         return _conflict_response(request, region.pk, conflict, {"action": "restore"})
     except (BoxError, BadInput, ValueError) as error:
         return _bad_input_response(request, str(error))
-    services.apply_lint(image_id=region.image_id)
-    restored.refresh_from_db()
-    services.record_undo_step(user=request.user, image_id=region.image_id, change_ids=[made.pk])
-    return _changes_response(
-        request, image_id=region.image_id, regions=[restored], changes=[made.pk]
-    )
+    return _changes_response(request, changed)
 
 
 # --- Dataset progress ---------------------------------------------------------------------------
@@ -567,7 +473,8 @@ PROGRESS_HOURS = 24
 
 
 @require_GET
-def progress(request: ReviewRequest, name: str) -> HttpResponse:
+@vary_on_htmx
+def progress(request: HtmxRequest, name: str) -> HttpResponse:
     """Counts by status, origin and flag; reviews per annotator per hour; reviews over time.
 
     Three aggregate queries whatever the data size. The page polls itself (htmx, every 10 s)
@@ -575,34 +482,11 @@ def progress(request: ReviewRequest, name: str) -> HttpResponse:
     """
     _require_reviewer(request)
     dataset = get_object_or_404(Dataset, name=name)
-    regions = Region.objects.filter(image__dataset=dataset)
-    counts = regions.aggregate(
-        total=Count("pk"),
-        flagged=Count("pk", filter=Q(flagged=True)),
-        **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in STATUSES},
-        **{f"origin_{o}": Count("pk", filter=Q(origin=o)) for o in Region.Origin.values},
-    )
+    counts = selectors.dataset_counts(dataset)
     since = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(
         hours=PROGRESS_HOURS - 1
     )
-    reviews = RegionChange.objects.filter(
-        region__image__dataset=dataset,
-        at__gte=since,
-        user__isnull=False,
-        after__status__in=[Region.Status.ACCEPTED, Region.Status.REJECTED],
-    )
-    per_user = list(
-        reviews.annotate(hour=TruncHour("at"))
-        .values("user__username", "hour")
-        .annotate(n=Count("pk"))
-        .order_by("-hour", "user__username")[:200]
-    )
-    by_hour = dict(
-        reviews.annotate(hour=TruncHour("at"))
-        .values("hour")
-        .annotate(n=Count("pk"))
-        .values_list("hour", "n")
-    )
+    per_user, by_hour = selectors.reviews_since(dataset, since)
     hours = [since + timedelta(hours=h) for h in range(PROGRESS_HOURS)]
     series = [(hour, by_hour.get(hour, 0)) for hour in hours]
     peak = max((n for _, n in series), default=0) or 1
@@ -624,4 +508,4 @@ def progress(request: ReviewRequest, name: str) -> HttpResponse:
         "now": timezone.now(),
     }
     name = "regions/progress.html#stats" if request.htmx else "regions/progress.html"
-    return _vary(render(request, name, context))
+    return render(request, name, context)

@@ -9,7 +9,6 @@ trajectory as it is now, and every change keeps its history. Raters get 403, as 
 from __future__ import annotations
 
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -20,13 +19,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from training.formats import ERROR_TYPES
-from webapp.catalog.importing.report import ImportFailed, RecordError
 from webapp.core.api import FilteredListMixin, id_param, list_schema
+from webapp.core.http import upload_in_temporary_folder, upload_name
+from webapp.core.importing.report import ON_ERROR, ImportFailed, RecordError
 from webapp.core.permissions import IsCurator
 from webapp.core.versioning import etag, read_if_match
 from webapp.regions.api import IsReviewer
 from webapp.trajectories import services
-from webapp.trajectories.importing import ON_ERROR, import_trajectories
+from webapp.trajectories.importing import import_trajectories
 from webapp.trajectories.models import Trajectory, TrajectoryStep
 from webapp.trajectories.queue import tagged_trajectory_ids
 
@@ -250,13 +250,11 @@ class TrajectoryViewSet(FilteredListMixin, mixins.UpdateModelMixin, viewsets.Rea
         form = TrajectoryImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        name = Path(data["file"].name or "upload.jsonl").name
-        with TemporaryDirectory(prefix="fgam-trajectories-") as tmp_name:
-            tmp = Path(tmp_name)
-            path = tmp / "upload.jsonl"
-            with open(path, "wb") as out:
-                for chunk in data["file"].chunks():
-                    out.write(chunk)
+        name = upload_name(data["file"], "upload.jsonl")
+        with upload_in_temporary_folder(
+            data["file"], name="upload.jsonl", prefix="fgam-trajectories-"
+        ) as path:
+            tmp = path.parent
             try:
                 report = import_trajectories(
                     dataset=data["dataset"], file=path, on_error=data["on_error"],

@@ -10,33 +10,37 @@ JavaScript the same forms post normally and redirect back to the page.
 
 from __future__ import annotations
 
-from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, prefetch_related_objects
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
-from django_htmx.middleware import HtmxDetails
 
 from training.formats import ERROR_TYPES
-from webapp.catalog.importing.report import ImportFailed
 from webapp.catalog.models import Dataset
+from webapp.core.http import (
+    BadInput,
+    HtmxRequest,
+    parse_int,
+    svg_rect,
+    upload_in_temporary_folder,
+    upload_name,
+    vary_on_htmx,
+)
+from webapp.core.importing.report import ON_ERROR, ImportFailed
 from webapp.core.roles import ANNOTATOR, CURATOR, has_role
 from webapp.jobs.models import Run
 from webapp.regions.models import Region
 from webapp.trajectories import services
 from webapp.trajectories.diff import changed, word_diff
-from webapp.trajectories.importing import ON_ERROR, import_trajectories
+from webapp.trajectories.importing import import_trajectories
 from webapp.trajectories.models import (
     Trajectory,
     TrajectoryChange,
@@ -57,19 +61,10 @@ STATUS_ACTIONS = {
 }
 
 
-class EditorRequest(HttpRequest):
-    htmx: HtmxDetails
-    user: AbstractBaseUser
-
-
-class BadInput(ValueError):
-    pass
-
-
 # --- Helpers ------------------------------------------------------------------------------------
 
 
-def _require_editor(request: EditorRequest) -> None:
+def _require_editor(request: HtmxRequest) -> None:
     """Annotators and curators edit trajectories; raters (and anyone else) get 403."""
     user = request.user
     if user.is_superuser:
@@ -77,11 +72,6 @@ def _require_editor(request: EditorRequest) -> None:
     prefetch_related_objects([user], "groups")
     if not {g.name for g in user.groups.all()} & {ANNOTATOR, CURATOR}:
         raise PermissionDenied("Editing trajectories needs the annotator or curator role.")
-
-
-def _vary(response: HttpResponse) -> HttpResponse:
-    patch_vary_headers(response, ["HX-Request"])
-    return response
 
 
 def _filters(query) -> QueueFilters:
@@ -103,17 +93,6 @@ def _queue_url(dataset: Dataset, filters: QueueFilters, **extra: str) -> str:
     return f"{url}?{urlencode(query)}" if query else url
 
 
-def _int(value: Any, name: str) -> int:
-    try:
-        return int(value or "")
-    except (TypeError, ValueError):
-        raise BadInput(f"{name} must be a whole number") from None
-
-
-def _svg_number(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".")
-
-
 def _regions(trajectory: Trajectory) -> list[Region]:
     """The image's regions with their SVG rectangles (one query)."""
     regions = list(
@@ -125,12 +104,7 @@ def _regions(trajectory: Trajectory) -> list[Region]:
     longer_side = max(trajectory.image.width, trajectory.image.height)
     label = {"size": max(round(longer_side / 45, 1), 6), "pad": max(round(longer_side / 200, 1), 1)}
     for region in regions:
-        region.svg = {
-            "x": _svg_number(region.x0),
-            "y": _svg_number(region.y0),
-            "width": _svg_number(region.x1 - region.x0),
-            "height": _svg_number(region.y1 - region.y0),
-        }
+        region.svg = svg_rect(region.x0, region.y0, region.x1, region.y1)
         region.label = label
     return regions
 
@@ -153,7 +127,7 @@ def _decorate(trajectory: Trajectory) -> list:
     return steps
 
 
-def _context(request: EditorRequest, trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
+def _context(request: HtmxRequest, trajectory: Trajectory, **extra: Any) -> dict[str, Any]:
     steps = _decorate(trajectory)
     return {
         "trajectory": trajectory,
@@ -167,7 +141,7 @@ def _context(request: EditorRequest, trajectory: Trajectory, **extra: Any) -> di
 
 
 def _changes_response(
-    request: EditorRequest, trajectory_id: int, parts: set[str], ks: set[int] = frozenset()
+    request: HtmxRequest, trajectory_id: int, parts: set[str], ks: set[int] = frozenset()
 ) -> HttpResponse:
     """The blocks that changed (out of band) and the document's state.
 
@@ -179,17 +153,17 @@ def _changes_response(
     trajectory = services.load_document(trajectory_id)
     context = _context(request, trajectory, parts=parts, oob=True)
     context["changed_steps"] = [s for s in context["steps"] if s.k in ks]
-    return _vary(render(request, f"{TEMPLATE}#changes", context))
+    return render(request, f"{TEMPLATE}#changes", context)
 
 
-def _bad_input_response(request: EditorRequest, trajectory_id: int, message: str) -> HttpResponse:
+def _bad_input_response(request: HtmxRequest, trajectory_id: int, message: str) -> HttpResponse:
     if not request.htmx:
         # Without JavaScript there is no panel to show it in; the page carries it instead.
         return HttpResponseRedirect(
             _editor_url(trajectory_id) + "?" + urlencode({"error": message})
         )
     response = render(request, f"{TEMPLATE}#notice", {"message": message}, status=422)
-    return _vary(reswap(retarget(response, "#notice"), "innerHTML"))
+    return reswap(retarget(response, "#notice"), "innerHTML")
 
 
 def _theirs_and_mine(current: dict | None, mine: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -223,7 +197,7 @@ def _theirs_and_mine(current: dict | None, mine: dict[str, str]) -> list[tuple[s
 
 
 def _conflict_response(
-    request: EditorRequest, trajectory_id: int, conflict: TrajectoryConflict, mine: dict
+    request: HtmxRequest, trajectory_id: int, conflict: TrajectoryConflict, mine: dict
 ) -> HttpResponse:
     """409 with the other person's version beside the annotator's, to keep one or the other."""
     current = Trajectory.objects.select_related("updated_by").filter(pk=trajectory_id).first()
@@ -240,10 +214,10 @@ def _conflict_response(
     response = render(request, f"{TEMPLATE}#conflict", context, status=409)
     if request.htmx:
         response = reswap(retarget(response, "#conflict"), "innerHTML")
-    return _vary(response)
+    return response
 
 
-def _mine(request: EditorRequest) -> dict[str, str]:
+def _mine(request: HtmxRequest) -> dict[str, str]:
     """What the annotator posted, flat (the error-type checkboxes joined), for keep-mine."""
     mine = {
         k: v for k, v in request.POST.items() if k not in ("csrfmiddlewaretoken", "error_types")
@@ -254,7 +228,7 @@ def _mine(request: EditorRequest) -> dict[str, str]:
 
 
 def _changes_for(
-    request: EditorRequest, trajectory: Trajectory
+    request: HtmxRequest, trajectory: Trajectory
 ) -> tuple[dict[str, Any], set[str], set[int]]:
     """The service changes of one posted action, and which blocks it re-renders."""
     post = request.POST
@@ -270,12 +244,12 @@ def _changes_for(
         last = trajectory.steps.order_by("-k").values_list("response", flat=True).first() or ""
         return {"final_answer": last}, {"final"}, set()
     if action == "add_step":
-        at = _int(post.get("at"), "at")
+        at = parse_int(post.get("at"), "at")
         previous = trajectory.steps.filter(k=max(at - 1, 0)).values_list("response", flat=True)
         # The new answer starts as a copy of the one before it: the editor revises from there.
         response = text.strip() or (previous.first() or "")
         return {"add_step": {"at": at, "response": response}}, {"chain", "final"}, set()
-    k = _int(post.get("k"), "k")
+    k = parse_int(post.get("k"), "k")
     if action == "remove_step":
         return {"remove_step": k}, {"chain", "final"}, set()
     if action == "response":
@@ -293,7 +267,8 @@ def _changes_for(
 
 
 @require_GET
-def index(request: EditorRequest) -> HttpResponse:
+@vary_on_htmx
+def index(request: HtmxRequest) -> HttpResponse:
     """Datasets with their trajectories waiting for people, each linking to its queue."""
     _require_editor(request)
     waiting = dict(
@@ -302,10 +277,10 @@ def index(request: EditorRequest) -> HttpResponse:
         .annotate(n=Count("pk"))
         .values_list("dataset_id", "n")
     )
-    return _vary(render(request, "trajectories/queue.html", _index_context(request, waiting)))
+    return render(request, "trajectories/queue.html", _index_context(request, waiting))
 
 
-def _index_context(request: EditorRequest, waiting: dict[int, int], **extra: Any) -> dict:
+def _index_context(request: HtmxRequest, waiting: dict[int, int], **extra: Any) -> dict:
     all_datasets = list(Dataset.objects.order_by("name").only("pk", "name"))
     datasets = [d for d in all_datasets if d.pk in waiting]
     for dataset in datasets:
@@ -320,7 +295,8 @@ def _index_context(request: EditorRequest, waiting: dict[int, int], **extra: Any
 
 
 @require_POST
-def upload(request: EditorRequest) -> HttpResponse:
+@vary_on_htmx
+def upload(request: HtmxRequest) -> HttpResponse:
     """Import a JSONL file of trajectories (curators); errors are listed by line and field."""
     if not has_role(request.user, CURATOR):
         raise PermissionDenied("Importing needs the curator role.")
@@ -334,12 +310,8 @@ def upload(request: EditorRequest) -> HttpResponse:
     if on_error not in ON_ERROR or status not in Trajectory.Status.values:
         errors.append("on_error and status must be among the choices offered")
     if not errors:
-        name = Path(uploaded.name or "upload.jsonl").name
-        with TemporaryDirectory(prefix="fgam-trajectories-") as tmp:
-            path = Path(tmp) / name
-            with open(path, "wb") as out:
-                for chunk in uploaded.chunks():
-                    out.write(chunk)
+        name = upload_name(uploaded, "upload.jsonl")
+        with upload_in_temporary_folder(uploaded, name=name, prefix="fgam-trajectories-") as path:
             try:
                 report = import_trajectories(
                     dataset=dataset, file=path, on_error=on_error, status=status,
@@ -359,11 +331,12 @@ def upload(request: EditorRequest) -> HttpResponse:
         .values_list("dataset_id", "n")
     )
     context = _index_context(request, waiting, import_errors=errors)
-    return _vary(render(request, "trajectories/queue.html", context, status=400))
+    return render(request, "trajectories/queue.html", context, status=400)
 
 
 @require_GET
-def queue(request: EditorRequest, name: str) -> HttpResponse:
+@vary_on_htmx
+def queue(request: HtmxRequest, name: str) -> HttpResponse:
     """A dataset's queue: filters, counts by status, the matching trajectories, "Start editing"."""
     _require_editor(request)
     dataset = get_object_or_404(Dataset, name=name)
@@ -395,11 +368,11 @@ def queue(request: EditorRequest, name: str) -> HttpResponse:
             dataset=dataset, user=request.user, expires_at__gt=timezone.now()
         ).first(),
     }
-    return _vary(render(request, "trajectories/queue.html", context))
+    return render(request, "trajectories/queue.html", context)
 
 
 @require_POST
-def start(request: EditorRequest, name: str) -> HttpResponse:
+def start(request: HtmxRequest, name: str) -> HttpResponse:
     """Lease the next matching trajectory to this annotator and open it."""
     _require_editor(request)
     dataset = get_object_or_404(Dataset, name=name)
@@ -411,7 +384,7 @@ def start(request: EditorRequest, name: str) -> HttpResponse:
 
 
 @require_POST
-def next_trajectory(request: EditorRequest, pk: int) -> HttpResponse:
+def next_trajectory(request: HtmxRequest, pk: int) -> HttpResponse:
     """Give this trajectory back and lease the next one (skip and next are the same move)."""
     _require_editor(request)
     trajectory = get_object_or_404(Trajectory.objects.select_related("dataset"), pk=pk)
@@ -429,7 +402,8 @@ def next_trajectory(request: EditorRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def editor(request: EditorRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def editor(request: HtmxRequest, pk: int) -> HttpResponse:
     """One trajectory beside its image; a fixed number of queries whatever its length."""
     _require_editor(request)
     try:
@@ -454,11 +428,12 @@ def editor(request: EditorRequest, pk: int) -> HttpResponse:
         error=request.GET.get("error", ""),
         parts={"question", "chain", "final", "status"},
     )
-    return _vary(render(request, TEMPLATE, context))
+    return render(request, TEMPLATE, context)
 
 
 @require_GET
-def document(request: EditorRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def document(request: HtmxRequest, pk: int) -> HttpResponse:
     """The whole document as it is now: "take theirs" after a conflict swaps this in."""
     _require_editor(request)
     if not Trajectory.objects.filter(pk=pk).exists():
@@ -467,13 +442,14 @@ def document(request: EditorRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def edit(request: EditorRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def edit(request: HtmxRequest, pk: int) -> HttpResponse:
     """One action on the document (see ``_changes_for``), carrying the version it read."""
     _require_editor(request)
     trajectory = get_object_or_404(Trajectory.objects.only("pk", "dataset_id"), pk=pk)
     mine = _mine(request)
     try:
-        version = _int(request.POST.get("version"), "version")
+        version = parse_int(request.POST.get("version"), "version")
         changes, parts, ks = _changes_for(request, trajectory)
         services.update_trajectory(
             trajectory_id=pk, expected_version=version, changes=changes, user=request.user
@@ -517,7 +493,8 @@ def _describe(before: dict | None, after: dict | None) -> list[tuple[str, str, s
 
 
 @require_GET
-def history(request: EditorRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def history(request: HtmxRequest, pk: int) -> HttpResponse:
     """Who changed the trajectory, when, and what; each version can be restored."""
     _require_editor(request)
     trajectory = get_object_or_404(Trajectory.objects.only("pk", "version"), pk=pk)
@@ -530,17 +507,18 @@ def history(request: EditorRequest, pk: int) -> HttpResponse:
         change.diff = _describe(change.before, change.after)
     context = {"trajectory": trajectory, "changes": changes}
     name = f"{TEMPLATE}#history" if request.htmx else "trajectories/history.html"
-    return _vary(render(request, name, context))
+    return render(request, name, context)
 
 
 @require_POST
-def restore(request: EditorRequest, change_id: int) -> HttpResponse:
+@vary_on_htmx
+def restore(request: HtmxRequest, change_id: int) -> HttpResponse:
     """Bring the trajectory back to the state after an earlier change, as a new change."""
     _require_editor(request)
     change = get_object_or_404(TrajectoryChange.objects.only("pk", "trajectory_id"), pk=change_id)
     pk = change.trajectory_id
     try:
-        version = _int(request.POST.get("version"), "version")
+        version = parse_int(request.POST.get("version"), "version")
         services.restore_version(change_id=change_id, expected_version=version, user=request.user)
     except TrajectoryConflict as conflict:
         return _conflict_response(request, pk, conflict, {"action": "restore"})
