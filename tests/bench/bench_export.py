@@ -4,7 +4,7 @@
         .venv/bin/python -m tests.bench.bench_export [--images 100000] [--per-image 10]
 
 The database named there is dropped, created and migrated on every run, so its name has to
-contain "bench". Rows are generated with ``COPY`` (``webapp.catalog.importing.bulk``): a
+contain "bench". Rows are generated with ``COPY`` (``webapp.core.importing.bulk``): a
 dataset of ``images`` images with ``per-image`` accepted regions each, and a tenth of it.
 
 After generation the database is ``VACUUM (ANALYZE)``-ed, as autovacuum would have done to a
@@ -76,8 +76,8 @@ def generate(name: str, images: int, per_image: int) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from webapp.catalog.importing.bulk import insert_rows
     from webapp.catalog.models import Dataset, Image
+    from webapp.core.importing.bulk import insert_rows
     from webapp.regions.models import Region
 
     now = timezone.now()

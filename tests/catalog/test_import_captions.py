@@ -8,8 +8,9 @@ import pytest
 from django.core.management import call_command
 
 from tests.catalog.import_helpers import row_counts, write_image
-from webapp.catalog.importing import ImportFailed, import_captions
+from webapp.catalog.importing import import_captions
 from webapp.catalog.models import Image
+from webapp.core.importing.report import ImportFailed
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,9 @@ from tests.catalog.import_helpers import (
     row_counts,
     write_json,
 )
-from webapp.catalog.importing import ImportFailed, import_coco
+from webapp.catalog.importing import import_coco
 from webapp.catalog.models import Dataset, Image
+from webapp.core.importing.report import ImportFailed
 from webapp.jobs.models import Run
 from webapp.regions.models import Region
 

@@ -4,8 +4,9 @@ import pytest
 from django.core.management import call_command
 
 from tests.catalog.import_helpers import row_counts, write_image, write_json
-from webapp.catalog.importing import ImportFailed, import_llava
+from webapp.catalog.importing import import_llava
 from webapp.catalog.models import Image, QuestionItem
+from webapp.core.importing.report import ImportFailed
 
 pytestmark = pytest.mark.django_db
 

@@ -4,8 +4,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.catalog.import_helpers import HEIGHT, WIDTH, row_counts, write_image, write_json
-from webapp.catalog.importing import ImportFailed, import_vg
+from webapp.catalog.importing import import_vg
 from webapp.catalog.models import Image
+from webapp.core.importing.report import ImportFailed
 from webapp.regions.models import Region
 
 pytestmark = pytest.mark.django_db

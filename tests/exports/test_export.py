@@ -12,9 +12,10 @@ from django.core.management import CommandError, call_command
 from tests.catalog.factories import DatasetFactory, RegionFactory
 from training.data.version import DatasetVersion as VersionReader
 from training.data.version import Stage1Stream, key_in_holdout, load_image_bytes
-from webapp.exports import services
+from webapp.exports import services, writing
 from webapp.exports.models import DatasetVersion
-from webapp.exports.services import ExportError, cut_version, export_version
+from webapp.exports.selection import ExportError
+from webapp.exports.services import cut_version, export_version
 from webapp.regions.models import Region
 
 pytestmark = pytest.mark.django_db
@@ -175,7 +176,7 @@ def test_a_killed_export_leaves_nothing_visible_and_a_retry_completes(
     out = tmp_path / "out"
     version = cut_version(datasets=["street"], out_dir=out, enqueue=False)
     calls = {"n": 0}
-    real_read = services.ImageSource.read
+    real_read = writing.ImageSource.read
 
     def dies_midway(self, *args):
         calls["n"] += 1
@@ -183,7 +184,7 @@ def test_a_killed_export_leaves_nothing_visible_and_a_retry_completes(
             raise SystemExit("killed")  # like a SIGTERM'd worker: no cleanup of ours runs
         return real_read(self, *args)
 
-    monkeypatch.setattr(services.ImageSource, "read", dies_midway)
+    monkeypatch.setattr(writing.ImageSource, "read", dies_midway)
     monkeypatch.setattr(services.shutil, "rmtree", lambda *a, **k: None)  # as under SIGKILL
     with pytest.raises(SystemExit):
         export_version(version_id=version.pk)

@@ -10,7 +10,8 @@ from django.db import connection, transaction
 
 from tests.catalog.factories import DatasetFactory, RegionFactory, stored_image
 from webapp.exports.rows import ReadAhead, chunked_rows
-from webapp.exports.services import REGION_COLUMNS, parse_filters, region_queryset
+from webapp.exports.selection import parse_filters, region_queryset
+from webapp.exports.writing import REGION_COLUMNS
 from webapp.regions.models import Region
 
 

@@ -20,12 +20,8 @@ from moto.server import ThreadedMotoServer
 from tests.catalog.factories import DatasetFactory, QuestionItemFactory, RegionFactory, stored_image
 from training.data.version import DatasetVersion as VersionReader
 from webapp.exports.download import tar_stream
-from webapp.exports.services import (
-    cut_version,
-    export_version,
-    local_path,
-    version_files,
-)
+from webapp.exports.services import cut_version, export_version
+from webapp.exports.storage import local_path, version_files
 from webapp.regions.models import Region
 
 BUCKET = "fgam-test"

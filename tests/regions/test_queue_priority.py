@@ -18,7 +18,7 @@ from django.utils import timezone
 from tests.catalog.factories import ImageFactory, RegionFactory, UserFactory
 from tests.conftest import on_postgres
 from tests.regions.conftest import detector_regions
-from webapp.catalog.importing.bulk import insert_rows
+from webapp.core.importing.bulk import insert_rows
 from webapp.jobs.models import Run
 from webapp.jobs.pseudo_label import REGION_COLUMNS
 from webapp.regions import services

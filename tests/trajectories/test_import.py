@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.catalog.factories import ImageFactory
-from webapp.catalog.importing.report import ImportFailed
+from webapp.core.importing.report import ImportFailed
 from webapp.trajectories.importing import import_trajectories
 from webapp.trajectories.models import Trajectory, TrajectoryChange
 

@@ -32,7 +32,7 @@ from webapp.evaluation.models import (
 )
 from webapp.evaluation.sampling import sample_items
 from webapp.exports.models import DatasetVersion
-from webapp.exports.services import local_path
+from webapp.exports.storage import local_path
 
 DEFAULT_SAMPLE_SIZE = 200
 # Words that name a model family: a response containing one may tell raters who wrote it.
@@ -405,7 +405,7 @@ def close_round(*, round_: Round) -> Round:
         raise InputError(f"round {round_.name!r} is not open")
     round_.refresh_from_db()
     from webapp.evaluation.results import freeze  # the statistics need numpy and scipy
-    from webapp.evaluation.stats import RatingDataError
+    from webapp.evaluation.stats.ratings import RatingDataError
 
     # Bad ratings data: the round stays closed and the results page shows the error live.
     with contextlib.suppress(RatingDataError):

@@ -26,8 +26,10 @@ from webapp.core.api import FilteredListMixin, id_param, list_schema
 from webapp.core.permissions import IsCurator
 from webapp.exports.download import tar_stream
 from webapp.exports.models import DatasetVersion, TrainingJob
-from webapp.exports.services import ExportError, cut_version, open_file, version_files
-from webapp.exports.training import TrainingJobError, cancel_training_job, start_training_job
+from webapp.exports.selection import ExportError
+from webapp.exports.services import cut_version
+from webapp.exports.storage import open_file, version_files
+from webapp.exports.training_jobs import TrainingJobError, cancel_training_job, start_training_job
 
 
 class VersionSerializer(serializers.ModelSerializer):

@@ -6,7 +6,7 @@ import tarfile
 from collections.abc import Iterator
 
 from webapp.exports.models import DatasetVersion
-from webapp.exports.services import open_file
+from webapp.exports.storage import open_file
 
 CHUNK = 1 << 20
 

@@ -17,7 +17,7 @@ from webapp.catalog.models import QuestionItem
 from webapp.jobs.models import Run
 from webapp.trajectories.models import Trajectory, TrajectoryChange, TrajectoryStep
 from webapp.trajectories.services import snapshot
-from workers.trajectories import Injection
+from workers.seeded_errors import Injection
 
 
 @dataclass(frozen=True)

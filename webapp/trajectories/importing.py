@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from training.formats import ERROR_TYPES
-from webapp.catalog.importing.bulk import insert_rows
-from webapp.catalog.importing.fields import FileProblem, get_id, get_text, read_text, type_name
-from webapp.catalog.importing.report import BadField, ImportFailed, ImportReport, RecordError
 from webapp.catalog.models import Dataset, Image
+from webapp.core.importing.bulk import insert_rows
+from webapp.core.importing.fields import FileProblem, get_id, get_text, read_text, type_name
+from webapp.core.importing.progress import Progress
+from webapp.core.importing.report import (
+    ON_ERROR,
+    BadField,
+    ImportFailed,
+    ImportReport,
+    RecordError,
+)
 from webapp.jobs.models import Run
 from webapp.trajectories.models import (
     Trajectory,
@@ -47,12 +53,10 @@ from webapp.trajectories.models import (
 from webapp.trajectories.services import document
 
 FORMAT = "trajectories"
-ON_ERROR = ("abort", "skip")
 IMPORT_AUTHOR = "import"
 SHA256 = re.compile(r"[0-9a-f]{64}")
 LOOKUP_CHUNK = 1000
 WRITE_CHUNK = 500
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass

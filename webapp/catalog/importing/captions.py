@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from webapp.catalog.importing.fields import FileProblem, check_text, read_text, type_name
-from webapp.catalog.importing.images import URL_REFUSED, Progress
+from webapp.catalog.importing.images import URL_REFUSED
 from webapp.catalog.importing.pipeline import run_import
 from webapp.catalog.importing.plan import ImageSpec, Plan
-from webapp.catalog.importing.report import BadField, ImportReport, RecordError
+from webapp.core.importing.fields import FileProblem, check_text, read_text, type_name
+from webapp.core.importing.progress import Progress
+from webapp.core.importing.report import BadField, ImportReport, RecordError
 
 IMAGE_COLUMNS = ("image", "path", "file", "file_name", "url", "URL")
 CAPTION_COLUMNS = ("caption", "text", "TEXT")

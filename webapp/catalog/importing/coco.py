@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from training.geometry import from_xywh
-from webapp.catalog.importing.fields import (
+from webapp.catalog.importing.pipeline import run_import
+from webapp.catalog.importing.plan import ImageSpec, Plan, RegionSpec
+from webapp.core.importing.fields import (
     as_number,
     get_id,
     get_list,
@@ -23,10 +25,8 @@ from webapp.catalog.importing.fields import (
     load_json,
     top_list,
 )
-from webapp.catalog.importing.images import Progress
-from webapp.catalog.importing.pipeline import run_import
-from webapp.catalog.importing.plan import ImageSpec, Plan, RegionSpec
-from webapp.catalog.importing.report import BadField, ImportReport
+from webapp.core.importing.progress import Progress
+from webapp.core.importing.report import BadField, ImportReport
 
 SPLIT = re.compile(r"(?<![a-z])(train|val|test)(?![a-z])")
 IMAGE_KEYS = ("id", "file_name", "width", "height")

@@ -1,4 +1,4 @@
-"""What the four import commands share: common options, a progress bar, error printing.
+"""What the four catalog import commands share: common options, the progress bar, errors.
 
 The commands stay thin: they turn options into a call of the service function and its
 report or ``ImportFailed`` into output and an exit status.
@@ -8,36 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
-from webapp.catalog.importing.pipeline import ON_ERROR
-from webapp.catalog.importing.report import ImportFailed, ImportReport
-
-ERRORS_SHOWN = 50
-
-
-class ProgressBar:
-    """One tqdm bar per stage, on stderr; tqdm hides itself when stderr is not a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.stage = ""
-        self.bar: tqdm | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage or self.bar is None:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, file=self.stream, disable=None, unit="img")
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+from webapp.core.importing.progress import ProgressBar
+from webapp.core.importing.report import ERRORS_SHOWN, ON_ERROR, ImportFailed, ImportReport
 
 
 class ImportCommand(BaseCommand):

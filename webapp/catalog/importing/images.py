@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +23,11 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from webapp.catalog.importing.plan import ImageSpec
-from webapp.catalog.importing.report import RecordError
+from webapp.core.importing.progress import Progress
+from webapp.core.importing.report import RecordError
 from workers.imaging import ImageInfo, ImageProblem, inspect_image
 
 T = TypeVar("T")
-Progress = Callable[[str, int, int], None]
 
 URL_REFUSED = (
     "URLs are not downloaded: fetch the images first (for example with img2dataset) "

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from webapp.catalog.importing.coco import guess_split
-from webapp.catalog.importing.fields import (
+from webapp.catalog.importing.images import URL_REFUSED
+from webapp.catalog.importing.pipeline import run_import
+from webapp.catalog.importing.plan import ImageSpec, Plan, QuestionSpec
+from webapp.core.importing.fields import (
     FileProblem,
     get_id,
     get_list,
@@ -25,10 +28,8 @@ from webapp.catalog.importing.fields import (
     load_json,
     type_name,
 )
-from webapp.catalog.importing.images import URL_REFUSED, Progress
-from webapp.catalog.importing.pipeline import run_import
-from webapp.catalog.importing.plan import ImageSpec, Plan, QuestionSpec
-from webapp.catalog.importing.report import BadField, ImportReport, RecordError
+from webapp.core.importing.progress import Progress
+from webapp.core.importing.report import BadField, ImportReport, RecordError
 
 IMAGE_TOKEN = "<image>"
 ASKER = ("human", "user")

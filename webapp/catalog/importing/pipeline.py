@@ -33,21 +33,21 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from training.geometry import BoxError, fit_box
-from webapp.catalog.importing.bulk import insert_rows
-from webapp.catalog.importing.fields import FileProblem
-from webapp.catalog.importing.images import LoadedImage, Progress, inspect_all, store_all
+from webapp.catalog.importing.images import LoadedImage, inspect_all, store_all
 from webapp.catalog.importing.plan import Plan
-from webapp.catalog.importing.report import (
+from webapp.catalog.models import Dataset, Image, QuestionItem
+from webapp.core.importing.bulk import insert_rows
+from webapp.core.importing.fields import FileProblem
+from webapp.core.importing.progress import Progress
+from webapp.core.importing.report import (
+    ON_ERROR,
     RUN_ERROR_LIMIT,
     ImportFailed,
     ImportReport,
     RecordError,
 )
-from webapp.catalog.models import Dataset, Image, QuestionItem
 from webapp.jobs.models import Run
 from webapp.regions.models import Region
-
-ON_ERROR = ("abort", "skip")
 
 IMAGE_COLUMNS = (
     "sha256",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from webapp.catalog.importing.report import BadField, RecordError
+from webapp.core.importing.report import BadField, RecordError
 
 
 @dataclass(slots=True)

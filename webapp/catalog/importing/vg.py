@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from training.geometry import from_xywh
-from webapp.catalog.importing.fields import (
+from webapp.catalog.importing.pipeline import run_import
+from webapp.catalog.importing.plan import ImageSpec, Plan, RegionSpec
+from webapp.core.importing.fields import (
     FileProblem,
     get_id,
     get_list,
@@ -27,10 +29,8 @@ from webapp.catalog.importing.fields import (
     get_text,
     load_json,
 )
-from webapp.catalog.importing.images import Progress
-from webapp.catalog.importing.pipeline import run_import
-from webapp.catalog.importing.plan import ImageSpec, Plan, RegionSpec
-from webapp.catalog.importing.report import BadField, ImportReport, RecordError
+from webapp.core.importing.progress import Progress
+from webapp.core.importing.report import BadField, ImportReport, RecordError
 
 
 def import_vg(

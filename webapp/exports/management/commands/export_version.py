@@ -10,7 +10,8 @@ from typing import TextIO
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from webapp.exports.services import ExportError, cut_version, export_version
+from webapp.exports.selection import ExportError
+from webapp.exports.services import cut_version, export_version
 
 
 class ProgressBar:

@@ -7,9 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from webapp.catalog.importing.command import ERRORS_SHOWN, ProgressBar
-from webapp.catalog.importing.report import ImportFailed
-from webapp.trajectories.importing import ON_ERROR, import_trajectories
+from webapp.core.importing.progress import ProgressBar
+from webapp.core.importing.report import ERRORS_SHOWN, ON_ERROR, ImportFailed
+from webapp.trajectories.importing import import_trajectories
 from webapp.trajectories.models import Trajectory
 
 

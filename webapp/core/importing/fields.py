@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from webapp.catalog.importing.report import BadField, RecordError
+from webapp.core.importing.report import BadField, RecordError
 
 # Ids end up inside source keys (``coco:ann:<id>``) that must fit their columns.
 MAX_ID_LENGTH = 100

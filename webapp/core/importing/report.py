@@ -1,4 +1,4 @@
-"""What an import tells its caller: per-record errors, counts, and the exception for abort.
+"""What an import tells its caller: per-record errors, counts, the exception for abort.
 
 Errors are values, not exceptions, so one pass over a file can collect every bad record and
 the curator fixes them all at once instead of one per run.
@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# abort: write nothing if any record is bad; skip: import the good records, report the rest.
+ON_ERROR = ("abort", "skip")
 # The Run row keeps this many errors; the report itself keeps them all.
 RUN_ERROR_LIMIT = 1000
+# How many errors a command prints before "... and N more".
+ERRORS_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class ImportReport:
             )
         return "\n".join(lines)
 
-    def error_lines(self, limit: int = 50) -> list[str]:
+    def error_lines(self, limit: int = ERRORS_SHOWN) -> list[str]:
         lines = [str(error) for error in self.errors[:limit]]
         if len(self.errors) > limit:
             lines.append(f"... and {len(self.errors) - limit} more")
