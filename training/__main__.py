@@ -29,7 +29,7 @@ COMMANDS = {
     "sft": ("training.stage2.sft", "sft_main"),
     "rm": ("training.stage2.sft", "rm_main"),
     "rl": ("training.stage2.rl", "rl_main"),
-    "hybrid": ("training.stage2.rl", "hybrid_main"),
+    "hybrid": ("training.stage2.hybrid", "main"),
     "rectify": ("training.stage2.rectify", "main"),
     "tiny-llava": ("training.stage2.tiny", "main"),
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -15,11 +14,10 @@ from tests.exports.conftest import TINY_JOB
 from webapp.core.roles import CURATOR
 from webapp.exports.models import TrainingJob, TrainingMetric
 from webapp.exports.services import cut_version, export_version
-from webapp.exports.training import (
+from webapp.exports.training_jobs import (
     TrainingJobError,
     cancel_training_job,
     command_for,
-    config_note,
     default_config,
     start_training_job,
 )
@@ -80,7 +78,7 @@ def test_bad_configs_kinds_and_presets_are_refused(reviewed, tmp_path, settings)
         ("stage2_sft", "sft", "training.stage2.config.SFTConfig", {}),
         ("rm", "rm", "training.stage2.config.RMConfig", {}),
         # RL checks its own rules too: the reward's RM must be named.
-        ("rl", "rl", "training.stage2.rl.RLConfig", {"rm": "/models/rm"}),
+        ("rl", "rl", "training.stage2.config.RLConfig", {"rm": "/models/rm"}),
     ],
 )
 def test_stage2_kinds_run_their_entry_point_with_training_defaults(
@@ -95,30 +93,11 @@ def test_stage2_kinds_run_their_entry_point_with_training_defaults(
     cls = getattr(importlib.import_module(module), name)
     defaults = default_config(kind)
     assert defaults == json.loads(json.dumps(dataclasses.asdict(cls()), default=str))
-    assert config_note(kind) == ""
     job = start_training_job(version=version, kind=kind, config={"max_steps": 3, **needs}, gpus=2)
     assert job.config == {"max_steps": 3, **needs}  # only what differs from the defaults
     cmd = command_for(job, Path(version.location))
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--nproc-per-node", "2", "-m"]
     assert cmd[6:9] == ["training", command, "--data"] and "max_steps=3" in cmd[-2:]
-
-
-@pytest.mark.django_db
-def test_a_kind_whose_training_module_is_missing_gets_an_empty_config_and_a_note(
-    reviewed, tmp_path, settings, monkeypatch
-):
-    from webapp.exports import training
-
-    settings.FGAM_TRAINING_DIR = str(tmp_path / "runs")
-    spec = training.SPECS["hybrid"]
-    monkeypatch.setitem(
-        training.SPECS, "hybrid", dataclasses.replace(spec, module="training.stage2.nowhere")
-    )
-    assert default_config("hybrid") == {}
-    assert "training.stage2.nowhere cannot be imported" in config_note("hybrid")
-    job = start_training_job(version=ready_version(tmp_path), kind="hybrid", config={"a": "1"})
-    assert job.config == {"a": "1"}
-    assert command_for(job, Path("/v"))[3:4] == ["hybrid"]
 
 
 @pytest.mark.services
@@ -211,7 +190,7 @@ def test_a_job_whose_program_cannot_start_fails_with_the_reason(
     version = ready_version(tmp_path)
     missing = str(tmp_path / "no-such-python")
     monkeypatch.setattr(
-        "webapp.exports.training.command_for", lambda job, data: [missing, "-m", "training"]
+        "webapp.exports.training_jobs.command_for", lambda job, data: [missing, "-m", "training"]
     )
     with django_capture_on_commit_callbacks(execute=True):
         job = start_training_job(version=version, config=dict(TINY_JOB))

@@ -123,11 +123,16 @@ def test_unknown_keys_are_rejected_with_a_hint(capsys, tmp_path):
 
 
 def test_presets_set_the_ablation_weights_and_keys_override_them(tmp_path):
-    from training.stage1.config import load_file, resolve
+    from training.config import load_file, resolve
+    from training.stage1.config import Stage1Config
 
-    assert resolve({}, {"preset": "scc_only"}).weights() == {"itcl": 0.0, "rtcl": 0.0, "scc": 0.2}
+    assert resolve(Stage1Config, {}, {"preset": "scc_only"}).weights() == {
+        "itcl": 0.0,
+        "rtcl": 0.0,
+        "scc": 0.2,
+    }
     (tmp_path / "c.toml").write_text('preset = "rtcl_only"\nbeta = 0.7\n')
-    config = resolve(load_file(tmp_path / "c.toml"), {"alpha": "0.1"})
+    config = resolve(Stage1Config, load_file(tmp_path / "c.toml"), {"alpha": "0.1"})
     assert config.weights() == {"itcl": 0.1, "rtcl": 0.7, "scc": 0.0}
 
 

@@ -1,51 +1,33 @@
 """Stage-1 configuration: one dataclass with help text, presets for the ablations.
 
-Values resolve in this order: defaults < preset < ``--config FILE`` (JSON or TOML) <
-``key=value`` arguments. Unknown keys are rejected with the closest known names.
+``training.config.resolve(Stage1Config, file_values, cli_values)`` makes one: defaults <
+preset < ``--config FILE`` (JSON or TOML) < ``key=value`` arguments, then ``validate``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-# The generic machinery lives in training.config (shared with Stage-2); re-exported here so
-# existing imports of training.stage1.config keep working.
-from training.config import ConfigError, coerce, load_file, option, parse_overrides
-
-__all__ = [
-    "PRESETS",
-    "RESUMABLE_CHANGES",
-    "ConfigError",
-    "Stage1Config",
-    "help_text",
-    "load_file",
-    "option",
-    "parse_overrides",
-    "resolve",
-    "to_dict",
-    "validate",
-]
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # Figure 1 of the preprint and the issue's ablations. "_only" presets are literal: the one
-    # term alone. itcl_rtcl and itcl_scc keep the global term, which §3.2.2 says is always
-    # combined with RTCL: Figure 1's "+RTCL" and "+SCC" bars.
-    "full": {"alpha": 1.0, "beta": 0.5, "gamma": 0.2},
-    "itcl_only": {"alpha": 1.0, "beta": 0.0, "gamma": 0.0},
-    "rtcl_only": {"alpha": 0.0, "beta": 0.5, "gamma": 0.0},
-    "scc_only": {"alpha": 0.0, "beta": 0.0, "gamma": 0.2},
-    "itcl_rtcl": {"alpha": 1.0, "beta": 0.5, "gamma": 0.0},
-    "itcl_scc": {"alpha": 1.0, "beta": 0.0, "gamma": 0.2},
-}
+from training.config import ConfigError, option
 
 
 @dataclass
 class Stage1Config:
+    """Stage-1 pre-training (ITCL + RTCL + SCC); ``PRESETS`` are the loss-term ablations."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Figure 1 of the preprint and the issue's ablations. "_only" presets are literal: the
+        # one term alone. itcl_rtcl and itcl_scc keep the global term, which §3.2.2 says is
+        # always combined with RTCL: Figure 1's "+RTCL" and "+SCC" bars.
+        "full": {"alpha": 1.0, "beta": 0.5, "gamma": 0.2},
+        "itcl_only": {"alpha": 1.0, "beta": 0.0, "gamma": 0.0},
+        "rtcl_only": {"alpha": 0.0, "beta": 0.5, "gamma": 0.0},
+        "scc_only": {"alpha": 0.0, "beta": 0.0, "gamma": 0.2},
+        "itcl_rtcl": {"alpha": 1.0, "beta": 0.5, "gamma": 0.0},
+        "itcl_scc": {"alpha": 1.0, "beta": 0.0, "gamma": 0.2},
+    }
+
     model: str = option(
         "openai/clip-vit-large-patch14-336",
         "model id or local folder holding a CLIPModel and its tokenizer/image processor",
@@ -102,6 +84,20 @@ class Stage1Config:
     def weights(self) -> dict[str, float]:
         return {"itcl": self.alpha, "rtcl": self.beta, "scc": self.gamma}
 
+    def validate(self) -> None:
+        if min(self.alpha, self.beta, self.gamma) < 0:
+            raise ConfigError("alpha, beta and gamma must be >= 0")
+        if self.alpha == self.beta == self.gamma == 0:
+            raise ConfigError("alpha, beta and gamma are all 0: nothing to train")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("batch_size and grad_accum must be >= 1")
+        if self.scc_class_weights not in ("none", "inverse_sqrt"):
+            raise ConfigError("scc_class_weights is 'none' or 'inverse_sqrt'")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError("precision is auto, bf16 or fp32")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ConfigError("holdout_fraction must be in [0, 1)")
+
 
 # Keys that may change when a run is resumed; anything else must match the run's config.json.
 RESUMABLE_CHANGES = {
@@ -117,53 +113,3 @@ RESUMABLE_CHANGES = {
     "resume",
     "halt_at_step",
 }
-
-
-def _check_keys(values: dict[str, Any], source: str) -> None:
-    known = [f.name for f in dataclasses.fields(Stage1Config)]
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"unknown config key {key!r} in {source}{hint}")
-
-
-def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> Stage1Config:
-    """Defaults < preset < file < command line, each value coerced to its field's type."""
-    _check_keys(file_values, "the config file")
-    _check_keys(cli_values, "the command line")
-    preset = str(cli_values.get("preset", file_values.get("preset", "full")))
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
-    merged: dict[str, Any] = {**PRESETS[preset], **file_values, **cli_values, "preset": preset}
-    hints = typing.get_type_hints(Stage1Config)
-    typed = {k: coerce(k, v, hints[k]) for k, v in merged.items()}
-    config = Stage1Config(**typed)
-    validate(config)
-    return config
-
-
-def validate(config: Stage1Config) -> None:
-    if min(config.alpha, config.beta, config.gamma) < 0:
-        raise ConfigError("alpha, beta and gamma must be >= 0")
-    if config.alpha == config.beta == config.gamma == 0:
-        raise ConfigError("alpha, beta and gamma are all 0: nothing to train")
-    if config.batch_size < 1 or config.grad_accum < 1:
-        raise ConfigError("batch_size and grad_accum must be >= 1")
-    if config.scc_class_weights not in ("none", "inverse_sqrt"):
-        raise ConfigError("scc_class_weights is 'none' or 'inverse_sqrt'")
-    if config.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError("precision is auto, bf16 or fp32")
-    if not 0 <= config.holdout_fraction < 1:
-        raise ConfigError("holdout_fraction must be in [0, 1)")
-
-
-def to_dict(config: Stage1Config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def help_text() -> str:
-    lines = []
-    for f in dataclasses.fields(Stage1Config):
-        lines.append(f"  {f.name}={f.default!r}\n      {f.metadata.get('help', '')}")
-    return "\n".join(lines)

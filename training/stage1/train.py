@@ -21,7 +21,6 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,54 +29,23 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from training import distributed as distr
+from training.config import ConfigError, to_dict
 from training.data.version import DatasetVersion, Stage1Stream, key_in_holdout
-from training.stage1 import distributed as distr
+from training.runtime import (
+    Runtime,
+    cosine_with_warmup,
+    latest_checkpoint,
+    setup_runtime,
+    truncate_metrics,
+)
 from training.stage1.batching import BatchBuilder, Stage1Batch
-from training.stage1.config import RESUMABLE_CHANGES, ConfigError, Stage1Config, to_dict
+from training.stage1.config import RESUMABLE_CHANGES, Stage1Config
 from training.stage1.evaluate import evaluate
 from training.stage1.losses import Stage1Loss
 from training.stage1.model import RegionCLIP
 
 TERMS = ("itcl_loss", "rtcl_loss", "scc_loss")
-
-
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int
-    world_size: int
-    bf16: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def autocast(self) -> Any:
-        if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
-
-def setup_runtime(config: Stage1Config) -> Runtime:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wants_cuda = config.device.startswith("cuda") or (
-        config.device == "auto" and torch.cuda.is_available()
-    )
-    if wants_cuda:
-        index = (
-            local_rank
-            if world > 1 or ":" not in config.device
-            else int(config.device.split(":")[1])
-        )
-        device = torch.device("cuda", index)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    return Runtime(device=device, rank=distr.rank(), world_size=distr.world_size(), bf16=bf16)
 
 
 def load_clip(path: str) -> tuple[Any, Any, Any]:
@@ -111,16 +79,6 @@ def make_optimizer(model: RegionCLIP, config: Stage1Config) -> torch.optim.Optim
     )
 
 
-def cosine_with_warmup(total: int, warmup: int) -> Any:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
 def train_keys(version: DatasetVersion, holdout: float) -> int:
     import tarfile
 
@@ -132,13 +90,6 @@ def train_keys(version: DatasetVersion, holdout: float) -> int:
                 if member.isfile() and name.endswith(".json"):
                     count += not key_in_holdout(name.partition(".")[0], holdout)
     return count
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(
-        p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").is_file()
-    )
-    return done[-1] if done else None
 
 
 def check_resumable(out: Path, config: Stage1Config) -> None:
@@ -194,10 +145,12 @@ def save_checkpoint(
 def train(config: Stage1Config, data: str | Path, out: str | Path) -> dict[str, Any]:
     """Run (or continue) Stage-1 training into ``out``; returns the final evaluation."""
     out = Path(out)
-    rt = setup_runtime(config)
+    rt = setup_runtime(config.device, config.precision)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     version = DatasetVersion.open(data, verify=rt.main)
-    resume_from = latest_checkpoint(out) if config.resume else None
+    resume_from = (
+        latest_checkpoint(out, "step", marker="trainer_state.pt") if config.resume else None
+    )
     if resume_from is not None:
         check_resumable(out, config)
     if rt.main:
@@ -217,7 +170,7 @@ def train(config: Stage1Config, data: str | Path, out: str | Path) -> dict[str, 
     total_steps = config.max_steps if config.max_steps > 0 else config.epochs * steps_per_epoch
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total_steps, config.warmup_steps)
+        optimizer, cosine_with_warmup(total_steps, config.warmup_steps, peak_in_warmup=False)
     )
     step = 0
     if resume_from is not None:
@@ -227,7 +180,8 @@ def train(config: Stage1Config, data: str | Path, out: str | Path) -> dict[str, 
         step = int(state["step"])
         set_rng_state(state["rng"][rt.rank] if rt.rank < len(state["rng"]) else state["rng"][0])
     if rt.main:
-        truncate_metrics(out, step)
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            truncate_metrics(out / name, step)
 
     vision = clip.config.vision_config
     builder = BatchBuilder(
@@ -373,18 +327,6 @@ def prune_checkpoints(out: Path, keep: int) -> None:
     )
     for old in done[: max(0, len(done) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def truncate_metrics(out: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
-    for name in ("metrics.jsonl", "eval.jsonl"):
-        path = out / name
-        if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= step]
-            if step == 0:
-                kept = []
-            path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
 
 
 def eval_batches(

@@ -20,17 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.config import ConfigError, load_file, parse_overrides
-from training.stage2.rl import (
-    HYBRID_PRESETS,
-    RLConfig,
-    cli_parser,
-    is_main_process,
-    pin_cuda_device,
-    resolve_rl,
-    split_hybrid_keys,
-    train_rl,
-)
+from training.config import ConfigError, command_parser, help_text, resolve_args
+from training.stage2.config import HYBRID_PRESETS, HybridConfig, RLConfig, SFTConfig
+from training.stage2.rl import is_main_process, pin_cuda_device, train_rl
 
 
 def _sft_done(folder: Path) -> bool:
@@ -71,9 +63,7 @@ def _link_final(source: Path, target: Path) -> None:
     shutil.copytree(source, target, copy_function=os.link)
 
 
-def run_hybrid(
-    preset: str, sft_config: Any, rl_config: RLConfig | None, data: str | Path, out: str | Path
-) -> dict[str, Any]:
+def run_hybrid(config: HybridConfig, data: str | Path, out: str | Path) -> dict[str, Any]:
     """Run the preset's phases into ``out``: SFT into ``out/sft`` (skipped when a previous
     attempt finished it), then RL from ``out/sft/final`` into ``out``; one ``metrics.jsonl``
     for both (RL steps continue SFT's), ``final/`` the last phase's weights."""
@@ -81,6 +71,7 @@ def run_hybrid(
     from training.stage2 import data as sft_data
     from training.stage2.sft import train_supervised
 
+    preset, sft_config, rl_config = config.preset, config.sft, config.rl
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     phases = HYBRID_PRESETS[preset]
@@ -124,32 +115,22 @@ def run_hybrid(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training hybrid --data V --out R [preset=...] [key=value] [sft.key=value]
     [rl.key=value]``: SFT then RL in one job (§4.5), or one phase alone (Figure 2 presets)."""
-    from training.config import help_text
     from training.data.version import DatasetVersionError
-    from training.stage2.config import SFTConfig
-    from training.stage2.config import resolve as resolve_sft
 
     epilog = (
         "presets: hybrid (SFT then RL), sft_only, rl_only; all start from model=.\n"
         "A bare key goes to every phase that has it; sft.KEY / rl.KEY to one phase.\n\n"
         "SFT keys:\n" + help_text(SFTConfig) + "\n\nRL keys:\n" + help_text(RLConfig)
     )
-    args = cli_parser(
-        "python -m training hybrid",
+    args = command_parser(
+        "hybrid",
         "Stage-2 SFT then RL in one run (the preprint's best setting, §4.5).",
         epilog,
     ).parse_args(argv)
     try:
-        values = {
-            **(load_file(args.config) if args.config else {}),
-            **parse_overrides(args.overrides),
-        }
-        preset, sft_values, rl_values = split_hybrid_keys(values)
-        phases = HYBRID_PRESETS[preset]
-        sft_config = resolve_sft(SFTConfig, {}, sft_values)
-        rl_config = resolve_rl({}, rl_values) if "rl" in phases else None
-        pin_cuda_device(sft_config.device)
-        result = run_hybrid(preset, sft_config, rl_config, args.data, args.out)
+        config = resolve_args(HybridConfig, args)
+        pin_cuda_device(config.sft.device)
+        result = run_hybrid(config, args.data, args.out)
     except (ConfigError, DatasetVersionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,4 @@
-"""Stage-2 RL of M with the RM as reward (preprint §3.3.3, "Reinforcement Learning"), and the
-hybrid SFT-then-RL run of §4.5 / Figure 2.
+"""Stage-2 RL of M with the RM as reward (preprint §3.3.3, "Reinforcement Learning").
 
 ``python -m training rl --data VERSION_DIR --out RUN_DIR [--config FILE] [key=value ...]``
 
@@ -23,184 +22,28 @@ logging step: step, loss, reward and each reward term, kl, lr, throughput; the w
 its curves from it), ``checkpoints/`` (TRL's, for ``resume``) and ``final/`` (model + processor,
 ``from_pretrained``-loadable, with ``fgam_run.json`` provenance).
 
-The dataset comes from ``rl_data``, the metrics file from ``rl_metrics``, the rewards from
-``rewards``; ``python -m training hybrid`` (SFT then RL, Figure 2 presets) is ``hybrid``.
+The keys are ``config.RLConfig``'s, the dataset comes from ``rl_data``, the metrics file from
+``rl_metrics``, the rewards from ``rewards``; ``python -m training hybrid`` (SFT then RL, the
+Figure 2 presets) is ``hybrid``, which calls ``train_rl`` here.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import json
 import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import ConfigError, build, load_file, option, parse_overrides
-from training.stage2.config import Stage2Common, validate
+from training.config import ConfigError, command_parser, help_text, resolve_args
+from training.runtime import latest_checkpoint, truncate_metrics
+from training.stage2.config import RLConfig
 from training.stage2.prompts import prompt_versions
 from training.stage2.rl_data import build_dataset, drop_long_prompts
-from training.stage2.rl_metrics import latest_checkpoint, metrics_callback, truncate_metrics
-
-RL_PROMPT_SOURCES = ("sft", "rl_prompts", "both")
-
-
-@dataclass
-class RLConfig(Stage2Common):
-    """GRPO of the MLLM M with the RM as reward. The shared keys are ``Stage2Common``'s; the
-    defaults below differ where RL wants other values (one line per step, a small lr)."""
-
-    batch_size: int = option(
-        8, "completions per device per micro-batch; a multiple of num_generations"
-    )
-    grad_accum: int = option(1, "micro-batches per optimizer step")
-    lr: float = option(1e-5, "peak learning rate (RL moves slowly from the SFT weights)")
-    warmup_steps: int = option(0, "linear warm-up steps")
-    log_every: int = option(1, "optimizer steps between lines of metrics.jsonl")
-    rm: str = option(
-        "",
-        "the reward's rectification module: a local folder / model id (e.g. an RM run's "
-        "final/), or URL#MODEL of an OpenAI-compatible endpoint (needed when rm_weight > 0)",
-    )
-    rm_vision: bool = option(False, "send the image to the RM (a vision RM)")
-    rm_max_new_tokens: int = option(128, "longest critique the RM may write")
-    rm_concurrency: int = option(16, "RM calls in flight at once (endpoint RMs)")
-    rm_on_error: str = option(
-        "raise", "when an RM call fails for good: 'raise' stops, 'skip' drops that term"
-    )
-    rm_device: str = option("auto", "device of a local RM: auto, cpu, cuda, cuda:N")
-    rm_weight: float = option(1.0, "weight of the RM reward (0: off)")
-    rm_accept: float = option(1.0, "RM reward when the RM answers the stop phrase")
-    rm_reject: float = option(-1.0, "RM reward otherwise (the hallucination penalty)")
-    format_weight: float = option(0.5, "weight of the format term (0: off)")
-    length_weight: float = option(0.0, "weight of the length term (0: off)")
-    length_target: int = option(96, "completion tokens allowed before the length penalty")
-    prompts: str = option(
-        "sft",
-        "RL prompts: 'sft' (revisions A_{k+1}, from stage2/sft.jsonl), 'rl_prompts' (first "
-        "answers A_0, from stage2/rl_prompts.jsonl) or 'both'",
-    )
-    max_samples: int = option(0, "use at most this many prompts (0: all)")
-    num_generations: int = option(4, "completions sampled per prompt (the GRPO group)")
-    max_new_tokens: int = option(128, "longest completion")
-    temperature: float = option(1.0, "sampling temperature of the rollouts")
-    beta: float = option(
-        0.04,
-        "KL penalty to the reference, the starting weights (the SFT model in a hybrid run); "
-        "0 drops the reference model",
-    )
-    loss_type: str = option("dapo", "TRL GRPO loss aggregation: grpo, dr_grpo, dapo or bnpo")
-    scale_rewards: str = option("group", "advantage scaling: group, batch or none")
-    vision_tower: str = option(
-        "",
-        "start from M with this Stage-1 vision tower (a Stage-1 run, its final/ or any CLIP "
-        "folder), as SFT's key of the same name; for RL-only runs from a Stage-1 model",
-    )
-    train_vision_tower: bool = option(
-        False, "also update the CLIP vision tower (full tuning only); LLaVA keeps it frozen"
-    )
-    log_samples: int = option(
-        4, "completions per step written to samples.jsonl with the RM's verdict (0: none)"
-    )
-    save_every: int = option(50, "optimizer steps between checkpoints (for resume)")
-    keep_checkpoints: int = option(2, "checkpoints kept besides final/")
-    resume: bool = option(True, "continue from the latest checkpoint in --out if there is one")
-
-
-def validate_rl(config: RLConfig) -> None:
-    """``Stage2Common``'s checks plus RL's; the message names the key at fault."""
-    validate(config)
-    if config.prompts not in RL_PROMPT_SOURCES:
-        raise ConfigError(f"prompts={config.prompts!r}: one of {', '.join(RL_PROMPT_SOURCES)}")
-    if config.rm_weight > 0 and not config.rm:
-        raise ConfigError("rm= is required while rm_weight > 0 (a folder, id or URL#MODEL)")
-    if min(config.rm_weight, config.format_weight, config.length_weight) < 0:
-        raise ConfigError("rm_weight, format_weight and length_weight must be >= 0")
-    if config.rm_weight == config.format_weight == config.length_weight == 0:
-        raise ConfigError("rm_weight, format_weight and length_weight are all 0: no reward")
-    if config.num_generations < 2:
-        raise ConfigError("num_generations must be >= 2 (GRPO compares completions in a group)")
-    if config.batch_size % config.num_generations:
-        raise ConfigError(
-            f"batch_size={config.batch_size} must be a multiple of "
-            f"num_generations={config.num_generations}"
-        )
-    if config.beta < 0:
-        raise ConfigError("beta must be >= 0")
-    if config.rm_on_error not in ("raise", "skip"):
-        raise ConfigError(f"rm_on_error={config.rm_on_error!r}: one of raise, skip")
-    if config.loss_type not in ("grpo", "dr_grpo", "dapo", "bnpo"):
-        raise ConfigError(f"loss_type={config.loss_type!r}: one of grpo, dr_grpo, dapo, bnpo")
-    if config.scale_rewards not in ("group", "batch", "none"):
-        raise ConfigError(f"scale_rewards={config.scale_rewards!r}: one of group, batch, none")
-    if config.lora == "true" and config.train_vision_tower:
-        raise ConfigError("train_vision_tower needs full tuning (lora=false)")
-    if config.save_every < 1 or config.max_new_tokens < 1:
-        raise ConfigError("save_every and max_new_tokens must be >= 1")
-
-
-def resolve_rl(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RLConfig:
-    """Defaults < ``--config`` file < key=value; unknown keys and bad values rejected."""
-    config = build(RLConfig, file_values, cli_values)
-    validate_rl(config)
-    return config
-
-
-# The hybrid command's keys and presets live here, next to RLConfig, because the web app checks
-# a hybrid job's config through this module (``webapp/exports/training.py``).
-# Which phases each preset runs (preprint §4.5, Figure 2). Every preset starts from the same
-# model= (the Stage-1 model: a LLaVA, with vision_tower= naming the Stage-1 CLIP), so the three
-# runs of the comparison differ only in the Stage-2 strategy.
-HYBRID_PRESETS: dict[str, tuple[str, ...]] = {
-    "hybrid": ("sft", "rl"),
-    "sft_only": ("sft",),
-    "rl_only": ("rl",),
-}
-
-
-def split_hybrid_keys(values: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(preset, SFT values, RL values)`` from hybrid key=value pairs: ``sft.KEY`` and
-    ``rl.KEY`` go to one phase, a bare ``KEY`` to every phase that has it (an error when none
-    has), later and prefixed keys winning.
-
-    >>> split_hybrid_keys({"seed": "1", "rl.lr": "1e-6", "sft.lr": "2e-4", "rm": "x"})
-    ('hybrid', {'seed': '1', 'lr': '2e-4'}, {'seed': '1', 'rm': 'x', 'lr': '1e-6'})
-    """
-    from training.stage2.config import SFTConfig
-
-    sft_keys = {f.name for f in dataclasses.fields(SFTConfig)}
-    rl_keys = {f.name for f in dataclasses.fields(RLConfig)}
-    preset = str(values.get("preset", "hybrid"))
-    if preset not in HYBRID_PRESETS:
-        raise ConfigError(f"preset={preset!r}: one of {', '.join(HYBRID_PRESETS)}")
-    sft: dict[str, Any] = {}
-    rl: dict[str, Any] = {}
-    for key, value in values.items():
-        if key == "preset" or "." in key:
-            continue
-        if key not in sft_keys and key not in rl_keys:
-            known = sorted(sft_keys | rl_keys | {"preset"})
-            close = difflib.get_close_matches(key, known, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"unknown config key {key!r}{hint}; use sft.KEY or rl.KEY")
-        if key in sft_keys:
-            sft[key] = value
-        if key in rl_keys:
-            rl[key] = value
-    for key, value in values.items():
-        phase, dot, name = key.partition(".")
-        if not dot:
-            continue
-        if phase not in ("sft", "rl"):
-            raise ConfigError(f"{key!r}: a prefixed key is sft.KEY or rl.KEY")
-        (sft if phase == "sft" else rl)[name] = value
-    return preset, sft, rl
-
+from training.stage2.rl_metrics import metrics_callback
 
 # ---------------------------------------------------------------------------------------------
 # The policy and the rewards.
@@ -467,7 +310,7 @@ def train_rl(
     args = grpo_args(config, out)
     args.reward_weights = weights
     metrics = out / "metrics.jsonl"
-    resume = latest_checkpoint(out) if config.resume else None
+    resume = latest_checkpoint(out, "checkpoint") if config.resume else None
     if main:
         resumed_at = int(resume.name.rsplit("-", 1)[1]) if resume else 0
         truncate_metrics(metrics, step_offset + resumed_at)
@@ -515,33 +358,15 @@ def train_rl(
 # Command line.
 
 
-def cli_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description=description,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data", required=True, help="dataset version folder (FORMATS.md layout)")
-    p.add_argument("--out", required=True, help="run folder; an existing run is continued")
-    p.add_argument("--config", help="JSON or TOML file of config keys")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, last wins")
-    return p
-
-
 def rl_main(argv: Sequence[str] | None = None) -> int:
     """``python -m training rl --data VERSION_DIR --out RUN_DIR [--config FILE] [key=value]``."""
-    from training.config import help_text
-
-    args = cli_parser(
-        "python -m training rl",
+    args = command_parser(
+        "rl",
         "Stage-2 RL of M with the RM as reward (GRPO, KL to the reference).",
         "config keys (key=value):\n" + help_text(RLConfig),
     ).parse_args(argv)
     try:
-        config = resolve_rl(
-            load_file(args.config) if args.config else {}, parse_overrides(args.overrides)
-        )
+        config = resolve_args(RLConfig, args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -555,10 +380,3 @@ def rl_main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(json.dumps(result, indent=2))
     return 0
-
-
-def hybrid_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training hybrid``: SFT then RL in one job; see ``training.stage2.hybrid``."""
-    from training.stage2.hybrid import main
-
-    return main(argv)

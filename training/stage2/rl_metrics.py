@@ -1,6 +1,6 @@
 """The RL run's ``metrics.jsonl``: TRL's logs as flat lines in the Stage-1/SFT style (``step``,
 ``loss``, ``lr``, throughput, plus each reward term, ``kl`` and the RM's accept rate), which the
-web app follows while the job runs; and the helpers that keep it right across a resume.
+web app follows while the job runs. ``training.runtime`` keeps it right across a resume.
 """
 
 from __future__ import annotations
@@ -81,23 +81,3 @@ def metrics_callback(path: Path, completions_per_step: int, step_offset: int = 0
             self.last_time, self.last_step = now, state.global_step
 
     return MetricsJsonl()
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint a run resumes from (they are logged again)."""
-    if not path.is_file():
-        return
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and (json.loads(line).get("step") or 0) <= step
-    ]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(
-        (p for p in (out / "checkpoints").glob("checkpoint-*") if p.is_dir()),
-        key=lambda p: int(p.name.rsplit("-", 1)[1]),
-    )
-    return done[-1] if done else None

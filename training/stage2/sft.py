@@ -24,7 +24,6 @@ runs the same command, data is split by ``DistributedSampler``, only rank 0 writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -32,66 +31,12 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import load_file, parse_overrides
-from training.stage2.config import (
-    LORA_AUTO_MIN_PARAMS,
-    ConfigError,
-    RMConfig,
-    SFTConfig,
-    Stage2Common,
-    help_text,
-    resolve,
-    to_dict,
-)
-
-
-@dataclass
-class Runtime:
-    """Where this process trains: its device, its rank among ``world_size``, bf16 or not."""
-
-    device: Any
-    rank: int
-    world_size: int
-    bf16: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def autocast(self) -> Any:
-        import torch
-
-        if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
-
-def setup_runtime(config: Stage2Common) -> Runtime:
-    """The device and process group (under torchrun, one GPU per local rank)."""
-    import torch
-    import torch.distributed as dist
-
-    from training.stage1 import distributed as distr
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wants_cuda = config.device.startswith("cuda") or (
-        config.device == "auto" and torch.cuda.is_available()
-    )
-    if wants_cuda:
-        index = local_rank if world > 1 or ":" not in config.device else int(config.device[5:])
-        device = torch.device("cuda", index)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    return Runtime(device, distr.rank(), distr.world_size(), bf16)
+from training.config import ConfigError, command_parser, help_text, resolve_args, to_dict
+from training.runtime import Runtime, cosine_with_warmup, setup_runtime
+from training.stage2.config import LORA_AUTO_MIN_PARAMS, RMConfig, SFTConfig, Stage2Common
 
 
 def count_parameters(model: Any) -> int:
@@ -197,7 +142,7 @@ def load_model(config: Stage2Common, runtime: Runtime, *, vision: bool) -> tuple
         parameters = count_parameters(auto_model.from_config(model_config))
     lora = wants_lora(config, parameters)
     dtype = torch.bfloat16 if (lora and runtime.bf16) else torch.float32
-    model = auto_model.from_pretrained(config.model, dtype=dtype)
+    model: Any = auto_model.from_pretrained(config.model, dtype=dtype)
     processor = (AutoProcessor if is_vision else AutoTokenizer).from_pretrained(config.model)
     if isinstance(config, SFTConfig) and config.vision_tower:
         replace_vision_tower(model, config.vision_tower)
@@ -224,16 +169,6 @@ def accumulation_groups(loader: Any, size: int) -> Any:
             group = []
     if group:
         yield group
-
-
-def cosine_with_warmup(total: int, warmup: int) -> Any:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def save_final(model: Any, processor: Any, folder: Path, *, lora: bool, merge: bool) -> None:
@@ -269,7 +204,7 @@ def train_supervised(
     )
 
     out = Path(out)
-    runtime = setup_runtime(config)
+    runtime = setup_runtime(config.device, config.precision)
     torch.manual_seed(config.seed)
     model, processor, lora = load_model(config, runtime, vision=vision)
     examples, held_out = split_holdout(examples, getattr(config, "holdout_fraction", 0.0))
@@ -302,7 +237,7 @@ def train_supervised(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total_steps, config.warmup_steps)
+        optimizer, cosine_with_warmup(total_steps, config.warmup_steps, peak_in_warmup=True)
     )
     wrapped = model
     if runtime.world_size > 1:
@@ -404,7 +339,7 @@ class HeldOutLoss:
     def __call__(self, model: Any, step: int, steps_per_epoch: int, out: Path) -> float:
         import torch
 
-        from training.stage1 import distributed as distr
+        from training import distributed as distr
 
         model.eval()
         totals = torch.zeros(2, dtype=torch.float64)  # [loss x tokens, tokens]
@@ -457,7 +392,7 @@ class Window:
     def flush(self, step: int, steps_per_epoch: int, lr: float) -> dict[str, Any]:
         import torch
 
-        from training.stage1 import distributed as distr
+        from training import distributed as distr
 
         values = torch.tensor(
             [self.loss_sum, self.micro, self.samples, self.tokens, self.supervised],
@@ -478,29 +413,18 @@ class Window:
         return line
 
 
-def parser(command: str, description: str, cls: type) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m training {command}",
-        description=description,
-        epilog="config keys (key=value):\n" + help_text(cls),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data", required=True, help="dataset version folder (FORMATS.md layout)")
-    p.add_argument("--out", required=True, help="run folder (config.json, metrics.jsonl, final/)")
-    p.add_argument("--config", help="JSON or TOML file of config keys")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, last wins")
-    return p
-
-
 def _run(command: str, description: str, cls: type, argv: Sequence[str] | None) -> int:
     from training.data.version import DatasetVersion, DatasetVersionError
     from training.stage2 import data
 
-    args = parser(command, description, cls).parse_args(argv)
+    args = command_parser(
+        command,
+        description,
+        "config keys (key=value):\n" + help_text(cls),
+        out_help="run folder (config.json, metrics.jsonl, final/)",
+    ).parse_args(argv)
     try:
-        config = resolve(
-            cls, load_file(args.config) if args.config else {}, parse_overrides(args.overrides)
-        )
+        config: Stage2Common = resolve_args(cls, args)
         version = DatasetVersion.open(args.data)
         if isinstance(config, RMConfig):
             vision = config.rm_vision

@@ -15,19 +15,18 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.middleware import HtmxDetails
 
 from webapp.catalog.models import Dataset
+from webapp.core.http import HtmxRequest, vary_on_htmx, wants_fragment
 from webapp.core.roles import CURATOR, has_role
 from webapp.exports.models import DatasetVersion, TrainingJob, WebhookDelivery
-from webapp.exports.services import ExportError, cut_version
-from webapp.exports.training import (
+from webapp.exports.selection import ExportError
+from webapp.exports.services import cut_version
+from webapp.exports.training_jobs import (
     TrainingJobError,
     ablation_presets,
     cancel_training_job,
-    config_note,
     default_config,
     loss_series,
     start_training_job,
@@ -38,16 +37,13 @@ CHART_W, CHART_H = 640, 220
 COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2")
 
 
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
 def _curator(request: HttpRequest) -> None:
     if not has_role(request.user, CURATOR):
         raise PermissionDenied("This needs the curator role.")
 
 
 @require_GET
+@vary_on_htmx
 def version_list(request: HttpRequest) -> HttpResponse:
     """Ready versions, newest first; curators also see the ones being cut or failed."""
     versions = DatasetVersion.objects.prefetch_related("datasets").defer("manifest")
@@ -55,7 +51,7 @@ def version_list(request: HttpRequest) -> HttpResponse:
     if not curator:
         versions = versions.filter(status=DatasetVersion.Status.READY)
     page = list(versions.order_by("-pk")[:PAGE_SIZE])
-    response = render(
+    return render(
         request,
         "exports/version_list.html",
         {
@@ -65,27 +61,24 @@ def version_list(request: HttpRequest) -> HttpResponse:
             "datasets": Dataset.objects.order_by("name") if curator else [],
         },
     )
-    patch_vary_headers(response, ("HX-Request",))
-    return response
 
 
 @require_GET
-def version_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def version_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     """The version page; for htmx polls, only its progress block while it is being cut."""
     version = get_object_or_404(
         DatasetVersion.objects.prefetch_related("datasets", "derived_from", "derivatives"), pk=pk
     )
     if not version.is_ready and not has_role(request.user, CURATOR):
         raise Http404("not ready")
-    fragment = bool(request.htmx) and not request.htmx.history_restore_request
+    fragment = wants_fragment(request)
     if fragment and request.htmx.target == "version-progress":
         if version.is_open:
-            response = render(request, "exports/version_detail.html#progress", {"version": version})
-        else:
-            # Done (or failed): the counts, hash and job form change too, so reload the page.
-            response = HttpResponse(status=204)
-            response["HX-Refresh"] = "true"
-        patch_vary_headers(response, ("HX-Request",))
+            return render(request, "exports/version_detail.html#progress", {"version": version})
+        # Done (or failed): the counts, hash and job form change too, so reload the page.
+        response = HttpResponse(status=204)
+        response["HX-Refresh"] = "true"
         return response
     can_train = has_role(request.user, CURATOR) and version.is_ready
     kind = request.GET.get("kind") or TrainingJob.Kind.STAGE1
@@ -94,7 +87,7 @@ def version_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     template = "exports/version_detail.html"
     if fragment and request.htmx.target == "job-config":
         template += "#job_config"  # the kind changed: its defaults
-    response = render(
+    return render(
         request,
         template,
         {
@@ -104,13 +97,10 @@ def version_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             "kinds": TrainingJob.Kind.choices,
             "kind": kind,
             "default_config": json.dumps(default_config(kind), indent=2),
-            "config_note": config_note(kind),
             "ablation_presets": ablation_presets() if can_train else {},
             "filters_json": json.dumps(version.filters, indent=2, sort_keys=True),
         },
     )
-    patch_vary_headers(response, ("HX-Request",))
-    return response
 
 
 @require_POST
@@ -197,7 +187,8 @@ def loss_chart(job: TrainingJob) -> dict:
 
 
 @require_GET
-def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+@vary_on_htmx
+def job_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(TrainingJob.objects.select_related("version"), pk=pk)
     last = job.metrics.order_by("-line").first()
     context = {
@@ -206,11 +197,8 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "last": last.values if last else {},
         "can_cancel": has_role(request.user, CURATOR) and job.is_open,
     }
-    fragment = bool(request.htmx) and not request.htmx.history_restore_request
-    template = "exports/job_detail.html" + ("#metrics" if fragment else "")
-    response = render(request, template, context)
-    patch_vary_headers(response, ("HX-Request",))
-    return response
+    template = "exports/job_detail.html" + ("#metrics" if wants_fragment(request) else "")
+    return render(request, template, context)
 
 
 @require_POST

@@ -41,7 +41,7 @@ def export_version(version_id: int) -> dict:
     acks_late=False,
 )
 def train(job_id: int) -> dict:
-    from webapp.exports.training import run_training_job
+    from webapp.exports.training_jobs import run_training_job
 
     job = run_training_job(job_id=job_id)
     return {"job": job_id, "status": job.status if job else "skipped"}

@@ -8,14 +8,13 @@ import pytest
 
 import training.config
 import training.stage2.sft
-from training.config import ConfigError
+from training.config import ConfigError, resolve
 from training.stage2.config import (
     DEFAULT_M,
     DEFAULT_RM,
     LANGUAGE_MODEL_PROJECTIONS,
     RMConfig,
     SFTConfig,
-    resolve,
 )
 
 

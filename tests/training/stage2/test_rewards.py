@@ -15,11 +15,11 @@ from PIL import Image
 
 from tests.workers.llm_server import LLMServer, images_in
 from training.formats import STOP_PHRASE
-from training.stage2 import rewards, rl, rl_metrics
+from training.llm import RetryPolicy
+from training.stage2 import config, rewards, rl_metrics
 from training.stage2.generators import EndpointGenerator, GenerationError
 from training.stage2.prompts import critique_prompt
 from training.stage2.rewards import RMReward, rm_verdict_reward
-from workers.llm import RetryPolicy
 
 
 def parity_rm(request: Mapping[str, Any]) -> str:
@@ -43,7 +43,7 @@ def call(reward: RMReward, completions: list[Any], **columns: Any) -> list[float
 
 @pytest.mark.parametrize(
     ("module", "examples"),
-    [(rewards, 19), (rl_metrics, 1), (rl, 1)],
+    [(rewards, 19), (rl_metrics, 1), (config, 1)],
     ids=lambda m: getattr(m, "__name__", m),
 )
 def test_the_doctest_examples_hold(module: Any, examples: int) -> None:

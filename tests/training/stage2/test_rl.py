@@ -19,8 +19,10 @@ from training.config import ConfigError
 from training.data.layout import content_sha256
 from training.data.version import DatasetVersion
 from training.formats import STOP_PHRASE
+from training.stage2.config import RLConfig
+from training.stage2.hybrid import main as hybrid_main
 from training.stage2.prompts import answer_prompt, evidence_text, revision_prompt
-from training.stage2.rl import RLConfig, hybrid_main, rl_main
+from training.stage2.rl import rl_main
 from training.stage2.rl_data import (
     build_dataset,
     drop_long_prompts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.stage1.distributed import gather_rows, sum_over_ranks, world_size
+from training.distributed import gather_rows, sum_over_ranks, world_size
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:

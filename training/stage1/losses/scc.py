@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.distributed import sum_over_ranks, world_size
 from training.geometry import RELATIONS
-from training.stage1.distributed import sum_over_ranks, world_size
 from training.stage1.losses.contrastive import upcast
 
 

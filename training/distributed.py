@@ -1,4 +1,4 @@
-"""Small helpers over ``torch.distributed`` that degrade to no-ops in a single process."""
+"""Helpers over ``torch.distributed`` for both stages' trainers; no-ops in a single process."""
 
 from __future__ import annotations
 

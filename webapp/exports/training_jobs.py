@@ -1,18 +1,16 @@
 """Training jobs: ``python -m training ...`` on an exported version, metrics streamed back.
 
-``start_training_job`` validates the config against ``training/``'s own dataclass for the kind
-(Stage-1, Stage-2 SFT, RM, RL, hybrid SFT→RL, named ablations: ``SPECS``; defaults, types,
-unknown keys) and enqueues ``fgam.gpu.train``. ``run_training_job`` (the task body) runs
-the trainer as a subprocess (``torchrun`` for several GPUs), reads each new line of the run's
-``metrics.jsonl`` into ``TrainingMetric`` rows while it runs, keeps the end of the log, and
-stops the process when the job is cancelled.
+``start_training_job`` checks the config with ``training.config.resolve`` against the kind's
+own config class (``training.kinds.KINDS``: Stage-1, Stage-2 SFT, RM, RL, hybrid SFT→RL; a
+named ablation is a preset of Stage-1 or of hybrid) and enqueues ``fgam.gpu.train``.
+``run_training_job`` (the task body) runs the trainer as a subprocess (``torchrun`` for several
+GPUs), reads each new line of the run's ``metrics.jsonl`` into ``TrainingMetric`` rows while it
+runs, keeps the end of the log, and stops the process when the job is cancelled.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
 import json
 import logging
 import os
@@ -20,8 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,91 +25,41 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from training.config import resolve
+from training.kinds import KINDS
+from training.stage2.config import HybridConfig
 from webapp.exports.models import DatasetVersion, TrainingJob, TrainingMetric
-from webapp.exports.services import local_path
+from webapp.exports.storage import local_path
 
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 LOG_TAIL_CHARS = 8000
 
-
-class TrainingJobError(ValueError):
-    """A job that cannot be started or changed as asked; the message says why."""
-
-
-@dataclass(frozen=True)
-class KindSpec:
-    """How one kind of job runs: ``python -m training <command>``, and where its config
-    dataclass (defaults, help, validation) lives in ``training/``.
-
-    ``resolver`` names the module's own function that validates a config: ``"cls"`` is
-    ``resolve(cls, file_values, cli_values)`` (Stage-2 SFT/RM), anything else a function of
-    ``(file_values, cli_values)``; empty means the generic check (known keys, typed values).
-    ``presets`` names a module attribute ``{preset: {key: value}}`` used by named ablations.
-    """
-
-    command: str
-    module: str
-    classes: tuple[str, ...]
-    resolver: str = ""
-    presets: str = ""
-
-
-SPECS: dict[str, KindSpec] = {
-    TrainingJob.Kind.STAGE1: KindSpec(
-        "stage1", "training.stage1.config", ("Stage1Config",), "resolve", "PRESETS"
-    ),
-    TrainingJob.Kind.SFT: KindSpec("sft", "training.stage2.config", ("SFTConfig",), "cls"),
-    TrainingJob.Kind.RM: KindSpec("rm", "training.stage2.config", ("RMConfig",), "cls"),
-    TrainingJob.Kind.RL: KindSpec("rl", "training.stage2.rl", ("RLConfig",), "resolve_rl"),
-    # Hybrid has no dataclass of its own: SFT's and RL's keys, as sft.KEY / rl.KEY (see
-    # ``_hybrid_defaults``), split and checked by ``training.stage2.rl.split_hybrid_keys``.
-    TrainingJob.Kind.HYBRID: KindSpec(
-        "hybrid", "training.stage2.rl", (), "split_hybrid_keys", "HYBRID_PRESETS"
-    ),
+# The ``python -m training`` command (a key of ``KINDS``) each kind of job runs.
+COMMANDS = {
+    TrainingJob.Kind.STAGE1: "stage1",
+    TrainingJob.Kind.SFT: "sft",
+    TrainingJob.Kind.RM: "rm",
+    TrainingJob.Kind.RL: "rl",
+    TrainingJob.Kind.HYBRID: "hybrid",
 }
 # A named ablation is the kind whose presets hold the name: Stage-1's loss-term ablations
 # (itcl_only, ...) or Stage-2's Figure-2 comparison (sft_only, rl_only, hybrid).
 ABLATION_KINDS = (TrainingJob.Kind.STAGE1, TrainingJob.Kind.HYBRID)
 
 
-@dataclass
-class KindConfig:
-    """The config machinery of one kind as found in ``training/`` right now."""
-
-    spec: KindSpec
-    module: Any = None
-    cls: type | None = None
-    missing: str = ""  # why defaults cannot be shown (the module or class is not there)
-
-    @property
-    def presets(self) -> dict[str, dict[str, Any]]:
-        if self.module is None or not self.spec.presets:
-            return {}
-        return dict(getattr(self.module, self.spec.presets, {}) or {})
+class TrainingJobError(ValueError):
+    """A job that cannot be started or changed as asked; the message says why."""
 
 
-def kind_config(kind: str) -> KindConfig:
-    """Import the kind's config module lazily (the web process loads it only when asked)."""
-    spec = SPECS[_ablation_target(kind) if kind == TrainingJob.Kind.ABLATION else kind]
-    try:
-        module = importlib.import_module(spec.module)
-    except Exception as err:  # a broken training module (mid-edit) must not break the page
-        return KindConfig(spec, missing=f"{spec.module} cannot be imported ({err})")
-    for name in spec.classes:
-        cls = getattr(module, name, None)
-        if dataclasses.is_dataclass(cls):
-            return KindConfig(spec, module, cls)
-    if not spec.classes and hasattr(module, spec.resolver):
-        return KindConfig(spec, module)  # a composite config (hybrid)
-    wanted = " or ".join(spec.classes or (spec.resolver,))
-    return KindConfig(spec, module, missing=f"{spec.module} has no {wanted}")
+def _config_class(kind: str) -> type:
+    return KINDS[COMMANDS[_ablation_target(kind) if kind == TrainingJob.Kind.ABLATION else kind]]
 
 
 def _ablation_target(kind: str, preset: str = "") -> str:
     for candidate in ABLATION_KINDS:
-        if not preset or preset in kind_config(candidate).presets:
+        if not preset or preset in KINDS[COMMANDS[candidate]].PRESETS:
             return candidate
     return TrainingJob.Kind.STAGE1
 
@@ -122,20 +68,17 @@ def ablation_presets() -> dict[str, str]:
     """Every named ablation and the kind that runs it, for the form's hint and the API."""
     out: dict[str, str] = {}
     for kind in ABLATION_KINDS:
-        for name in kind_config(kind).presets:
+        for name in KINDS[COMMANDS[kind]].PRESETS:
             out.setdefault(name, kind)
     return out
 
 
 def default_config(kind: str = TrainingJob.Kind.STAGE1) -> dict[str, Any]:
-    """The editable defaults of a kind, from its ``training/`` config dataclass; ``{}`` (with
-    ``config_note`` saying why) when that module is not there."""
-    found = kind_config(kind)
-    if found.missing:
-        return {}
-    if found.cls is None:
+    """The editable defaults of a kind, from its ``training/`` config class."""
+    cls = _config_class(kind)
+    if cls is HybridConfig:
         return _hybrid_defaults()
-    return _as_dict(found.cls())
+    return _as_dict(cls())
 
 
 def _hybrid_defaults() -> dict[str, Any]:
@@ -149,36 +92,14 @@ def _hybrid_defaults() -> dict[str, Any]:
     }
 
 
-def _hybrid_resolve(found: KindConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Each phase checked by its own rules (the RL phase only when the preset runs it)."""
-    preset, sft_values, rl_values = found.module.split_hybrid_keys(overrides)
-    phases = found.presets.get(preset, ("sft", "rl"))
-    out: dict[str, Any] = {"preset": preset}
-    for phase, kind, values in (
-        ("sft", TrainingJob.Kind.SFT, sft_values),
-        ("rl", TrainingJob.Kind.RL, rl_values),
-    ):
-        resolved = resolve_config(kind, values) if phase in phases else values
-        out.update({f"{phase}.{k}": v for k, v in resolved.items()})
+def _hybrid_keys(config: HybridConfig) -> dict[str, Any]:
+    """A resolved hybrid config as the ``sft.KEY`` / ``rl.KEY`` pairs its command line takes
+    (no ``rl.`` keys when the preset runs no RL phase)."""
+    out: dict[str, Any] = {"preset": config.preset}
+    for phase, part in (("sft", config.sft), ("rl", config.rl)):
+        if part is not None:
+            out.update({f"{phase}.{k}": v for k, v in _as_dict(part).items()})
     return out
-
-
-def config_note(kind: str) -> str:
-    """A visible note when a kind's defaults could not be loaded (empty when they were)."""
-    found = kind_config(kind)
-    if not found.missing:
-        return ""
-    return (
-        f"No defaults: {found.missing}. The config below is passed to `python -m training "
-        f"{found.spec.command}` as key=value without being checked here."
-    )
-
-
-def config_help(kind: str = TrainingJob.Kind.STAGE1) -> dict[str, str]:
-    found = kind_config(kind)
-    if found.cls is None:
-        return {}
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(found.cls)}
 
 
 def _as_dict(config: Any) -> dict[str, Any]:
@@ -188,54 +109,13 @@ def _as_dict(config: Any) -> dict[str, Any]:
 def resolve_config(kind: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The full config of a job, checked by ``training/``'s own rules; ``TrainingJobError``
     names a bad key or value."""
-    found = kind_config(kind)
-    if found.missing:
-        return dict(overrides)  # nothing to check against; config_note says so on the page
     try:
-        if found.cls is None:
-            return _hybrid_resolve(found, overrides)
-        if found.spec.resolver == "cls":
-            config = found.module.resolve(found.cls, {}, overrides)
-        elif found.spec.resolver and hasattr(found.module, found.spec.resolver):
-            config = getattr(found.module, found.spec.resolver)({}, overrides)
-        else:
-            config = _generic_resolve(found, overrides)
+        config = resolve(_config_class(kind), {}, overrides)
     except (ValueError, TypeError) as err:  # training/'s ConfigError is a ValueError
         raise TrainingJobError(str(err)) from err
+    if isinstance(config, HybridConfig):
+        return _hybrid_keys(config)
     return _as_dict(config)
-
-
-def _generic_resolve(found: KindConfig, overrides: dict[str, Any]) -> Any:
-    """Known keys only (with close matches), each value coerced to its field's type."""
-    assert found.cls is not None
-    known = [f.name for f in dataclasses.fields(found.cls)]
-    for key in overrides:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise TrainingJobError(f"unknown config key {key!r}{hint}")
-    values = dict(overrides)
-    preset = values.get("preset")
-    if preset and found.presets:
-        if preset not in found.presets:
-            raise TrainingJobError(f"unknown preset {preset!r}; one of {', '.join(found.presets)}")
-        values = {**found.presets[preset], **values}
-    hints = typing.get_type_hints(found.cls)
-    return found.cls(**{k: _coerce(k, v, hints.get(k)) for k, v in values.items()})
-
-
-def _coerce(name: str, value: Any, kind: Any) -> Any:
-    try:
-        if kind is bool and not isinstance(value, bool):
-            text = str(value).strip().lower()
-            if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise ValueError(value)
-            return text in ("1", "true", "yes", "on")
-        if kind in (int, float, str):
-            return kind(value)
-    except ValueError as err:
-        raise TrainingJobError(f"{name}={value!r} is not a valid {kind.__name__}") from err
-    return value
 
 
 def start_training_job(
@@ -304,7 +184,7 @@ def command_for(job: TrainingJob, data: Path) -> list[str]:
     kind = job.kind
     if kind == TrainingJob.Kind.ABLATION:
         kind = _ablation_target(kind, job.preset)
-    entry = SPECS[kind].command
+    entry = COMMANDS[kind]
     args = [entry, "--data", str(data), "--out", job.out_dir]
     args += [f"{k}={_cli_value(v)}" for k, v in sorted(job.config.items())]
     if job.gpus > 1:
