@@ -31,7 +31,7 @@ MODULES = _modules_with_examples()
 
 
 def test_examples_are_found():
-    assert "training.stage2.prompts" in MODULES and "workers.llm" in MODULES
+    assert "training.stage2.prompts" in MODULES and "training.llm" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

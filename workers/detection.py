@@ -3,6 +3,11 @@
 No Django and no Celery here: the pseudo-label task reads images and settings, calls
 ``load_detector(...).detect(...)`` and writes the regions.
 
+This module is the part every backend shares: what a detector takes and gives, the run below
+and the post-processing of its outputs into boxes. The prompts are built in
+``workers.detection_prompts``; the backends (the ``transformers`` port and the original
+``groundingdino`` package) and ``load_detector`` are ``workers.grounding_dino``.
+
 How a call runs (``Detector.detect``):
 
 1. Each image's phrase list is deduplicated and split into *chunks* whose prompt
@@ -30,16 +35,14 @@ How a call runs (``Detector.detect``):
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.geometry import Box, iou
+from workers.detection_prompts import PromptChunk, build_prompt, chunk_by_length
 
 if TYPE_CHECKING:
     import torch
@@ -47,11 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-# BERT ids Grounding DINO uses to split the prompt into phrases (shared/NOTES-ML.md).
-CLS_ID, SEP_ID, DOT_ID, QUESTION_ID = 101, 102, 1012, 1029
-DEFAULT_MODEL = "IDEA-Research/grounding-dino-tiny"
-BACKENDS = ("transformers", "groundingdino-py")
 TOKEN_CACHE_SIZE = 100_000  # phrases whose token ids a detector remembers
 
 
@@ -77,149 +75,7 @@ class DetectorError(RuntimeError):
     """The detector cannot be loaded or run as asked (missing backend, bad model folder)."""
 
 
-# --------------------------------------------------------------------------- prompts
-
-
-def normalise_vocabulary(labels: Iterable[str]) -> list[str]:
-    """Lowercase, collapse spaces, strip, drop empties and duplicates; keep the first order.
-
-    >>> normalise_vocabulary(["Dog", " dog ", "Red  Car", "", "cat", "DOG"])
-    ['dog', 'red car', 'cat']
-    """
-    seen: dict[str, None] = {}
-    for label in labels:
-        clean = " ".join(label.lower().split())
-        if clean:
-            seen.setdefault(clean, None)
-    return list(seen)
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# Words that end a noun phrase or never belong to one. A small closed list on purpose: the
-# chunker is a dependency-free heuristic, not a parser.
-_DETERMINERS = _words(
-    "a an the this that these those his her its their our my your some any each every "
-    "another other several many few both"
-)
-_STOP = _words(
-    "is are was were be been being am has have had do does did will would can could should "
-    "may might must shall and or but nor so yet if then than as of in on at by for with "
-    "from to into onto over under above below behind between near beside next up down off "
-    "out through across along around against during while where when which who whom whose "
-    "what why how there here it he she they we you i me him them us not no very too also just only"
-)
-_NUMBERS = _words("one two three four five six seven eight nine ten eleven twelve dozen")
-# Endings that mark a word as a verb or adverb rather than part of a noun phrase.
-_NON_NOUN_SUFFIXES = ("ly", "ing", "ed")
-_KEEP_ING = _words("building clothing ceiling painting railing awning ring king thing")
-_WORD = re.compile(r"[a-z][a-z'-]*|[0-9]+")
-
-
-def _is_nounish(word: str) -> bool:
-    if word in _STOP or word in _DETERMINERS:
-        return False
-    if word in _KEEP_ING:
-        return True
-    return not (len(word) > 4 and word.endswith(_NON_NOUN_SUFFIXES))
-
-
-def phrases_from_caption(caption: str) -> list[str]:
-    """Noun phrases from a global caption, for the "caption" prompt mode.
-
-    A simple chunker: the caption is cut at punctuation, function words (articles,
-    prepositions, conjunctions, auxiliaries, pronouns) and words that look like verbs or
-    adverbs (``-ing``, ``-ed``, ``-ly``); the runs of words left are the phrases. Numbers are
-    dropped from a phrase's start. Phrases come out lowercase, deduplicated, in caption order.
-
-    >>> phrases_from_caption("A brown dog is sitting on a red sofa next to the window.")
-    ['brown dog', 'red sofa', 'window']
-    >>> phrases_from_caption("Two men riding horses along the beach at sunset")
-    ['men', 'horses', 'beach', 'sunset']
-    >>> phrases_from_caption("A man, a woman and a child in front of an old building")
-    ['man', 'woman', 'child', 'front', 'old building']
-    >>> phrases_from_caption("")
-    []
-    """
-    phrases: list[str] = []
-    current: list[str] = []
-
-    def close() -> None:
-        while current and (current[0] in _NUMBERS or current[0].isdigit()):
-            current.pop(0)
-        if current:
-            phrases.append(" ".join(current))
-        current.clear()
-
-    for piece in re.split(r"[.,;:!?()\[\]\"/]+", caption.lower()):
-        for word in _WORD.findall(piece):
-            if _is_nounish(word):
-                current.append(word)
-            else:
-                close()
-        close()
-    return normalise_vocabulary(phrases)
-
-
-def chunk_by_length(lengths: Sequence[int], limit: int) -> list[list[int]]:
-    """Split items with the given token ``lengths`` into runs whose prompt fits ``limit``.
-
-    A prompt costs 2 tokens (``[CLS]``, ``[SEP]``) plus each phrase's tokens and its ``.``.
-    Order is kept and each chunk is filled greedily. Returns lists of indices.
-
-    >>> chunk_by_length([3, 3, 3, 3], limit=10)
-    [[0, 1], [2, 3]]
-    >>> chunk_by_length([1, 1, 1], limit=256)
-    [[0, 1, 2]]
-    >>> chunk_by_length([], limit=10)
-    []
-    """
-    if limit < 4:
-        raise ValueError(f"a prompt limit of {limit} tokens leaves no room for a phrase")
-    chunks: list[list[int]] = []
-    used = 2
-    for i, length in enumerate(lengths):
-        cost = length + 1
-        if not chunks or used + cost > limit:
-            chunks.append([])
-            used = 2
-        chunks[-1].append(i)
-        used += cost
-    return chunks
-
-
-@dataclass(frozen=True)
-class PromptChunk:
-    """One prompt: its phrases, its token ids and each phrase's token span ``[start, end)``."""
-
-    phrases: tuple[str, ...]
-    input_ids: tuple[int, ...]
-    spans: tuple[tuple[int, int], ...]
-
-
-def build_prompt(phrases: Sequence[str], token_ids: Sequence[Sequence[int]]) -> PromptChunk:
-    """``[CLS] p1 . p2 . ... [SEP]`` from each phrase's WordPiece ids, with the phrase spans.
-
-    This is what ``GroundingDinoProcessor`` makes of ``["a cat", "a dog"]`` ("a cat. a dog."),
-    since BERT's tokenizer splits on "." and spaces; the tests check they agree.
-
-    >>> build_prompt(["cat", "red car"], [[7], [8, 9]])
-    PromptChunk(phrases=('cat', 'red car'), input_ids=(101, 7, 1012, 8, 9, 1012, 102), spans=((1, 2), (3, 5)))
-    """  # noqa: E501
-    ids = [CLS_ID]
-    spans = []
-    for ids_of_phrase in token_ids:
-        start = len(ids)
-        ids.extend(ids_of_phrase)
-        spans.append((start, len(ids)))
-        ids.append(DOT_ID)
-    ids.append(SEP_ID)
-    return PromptChunk(tuple(phrases), tuple(ids), tuple(spans))
-
-
-# --------------------------------------------------------------------------- geometry
+# --------------------------------------------------------------------------- outputs to boxes
 
 
 def cxcywh_to_pixels(box: Sequence[float], width: int, height: int) -> Box | None:
@@ -409,222 +265,3 @@ def _batches(
     for group in groups.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
-
-
-def pad_and_stack(pixels: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad (3, h, w) tensors at the bottom and right to one shape; return the batch and
-    its pixel mask (1 = real pixel), the way the Grounding DINO image processor pads a list."""
-    import torch
-
-    height = max(p.shape[1] for p in pixels)
-    width = max(p.shape[2] for p in pixels)
-    batch = pixels[0].new_zeros((len(pixels), 3, height, width))
-    mask = torch.zeros((len(pixels), height, width), dtype=torch.long, device=pixels[0].device)
-    for i, p in enumerate(pixels):
-        batch[i, :, : p.shape[1], : p.shape[2]] = p
-        mask[i, : p.shape[1], : p.shape[2]] = 1
-    return batch, mask
-
-
-def _sanitise(phrase: str) -> str:
-    """A phrase's own "." or "?" would split it in two for the model: make them spaces."""
-    return " ".join(re.sub(r"[.?]", " ", phrase.lower()).split())
-
-
-class TransformersDetector(Detector):
-    """``AutoModelForZeroShotObjectDetection`` + ``AutoProcessor`` from an id or a folder."""
-
-    backend = "transformers"
-
-    def __init__(self, model_id: str, device: str, dtype: str) -> None:
-        import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        self.model_id, self.device, self.dtype = model_id, device, dtype
-        self._token_cache = {}
-        try:
-            self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
-                model_id, dtype=getattr(torch, dtype)
-            )
-        except OSError as exc:
-            raise DetectorError(f"cannot load detector {model_id!r}: {exc}") from exc
-        self.model.to(device).eval()
-        self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
-
-    def _tokenize(self, phrase: str) -> tuple[int, ...]:
-        ids = self.processor.tokenizer(_sanitise(phrase), add_special_tokens=False)["input_ids"]
-        return tuple(i for i in ids if i not in (DOT_ID, QUESTION_ID))
-
-    def _preprocess(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-        out = []
-        for image in images:
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-            encoded = self.processor.image_processor(images=[rgb], return_tensors="pt")
-            out.append(encoded["pixel_values"][0])
-        return out
-
-    def _forward(
-        self, pixels: Sequence[torch.Tensor], chunks: Sequence[PromptChunk]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        import torch
-
-        pixel_values, pixel_mask = pad_and_stack(pixels)
-        length = max(len(c.input_ids) for c in chunks)
-        input_ids = torch.zeros((len(chunks), length), dtype=torch.long)
-        attention = torch.zeros((len(chunks), length), dtype=torch.long)
-        for i, chunk in enumerate(chunks):
-            input_ids[i, : len(chunk.input_ids)] = torch.tensor(chunk.input_ids)
-            attention[i, : len(chunk.input_ids)] = 1
-        device = self.model.device
-        with torch.inference_mode():
-            outputs = self.model(
-                pixel_values=pixel_values.to(device, self.model.dtype),
-                pixel_mask=pixel_mask.to(device),
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                token_type_ids=torch.zeros_like(input_ids).to(device),
-            )
-        probs = outputs.logits.float().sigmoid().cpu()
-        boxes = outputs.pred_boxes.float().cpu()
-        return [(probs[i, :, : len(chunk.input_ids)], boxes[i]) for i, chunk in enumerate(chunks)]
-
-
-class GroundingDinoPyDetector(Detector):
-    """The original ``groundingdino`` package (``groundingdino-py``), for users who hold the
-    ``.pth`` checkpoints and their Python config files.
-
-    ``model`` is a folder holding one ``*.py`` config and one ``*.pth`` checkpoint, or
-    ``"CONFIG.py::CHECKPOINT.pth"``. The package needs ``transformers<5`` and a torch of its
-    own, so it runs in a separate worker environment (``requirements/groundingdino.txt``).
-    """
-
-    backend = "groundingdino-py"
-
-    def __init__(self, model_id: str, device: str, dtype: str) -> None:
-        try:
-            import groundingdino.datasets.transforms as T
-            from groundingdino.models import build_model
-            from groundingdino.util.misc import clean_state_dict
-            from groundingdino.util.slconfig import SLConfig
-        except ImportError as exc:
-            raise DetectorError(
-                "backend 'groundingdino-py' needs the groundingdino package, which is not "
-                "installed here. It requires transformers<5, so install it in a worker "
-                "environment of its own: pip install -r requirements/groundingdino.txt "
-                f"({exc})"
-            ) from exc
-        import torch
-
-        config_path, checkpoint_path = _groundingdino_files(model_id)
-        self.model_id, self.device, self.dtype = model_id, device, dtype
-        self._token_cache = {}
-        args = SLConfig.fromfile(str(config_path))
-        args.device = device
-        self.model = build_model(args)
-        checkpoint = torch.load(str(checkpoint_path), map_location="cpu", weights_only=False)
-        self.model.load_state_dict(clean_state_dict(checkpoint["model"]), strict=False)
-        self.model.to(device=device, dtype=getattr(torch, dtype)).eval()
-        self.max_text_len = int(getattr(args, "max_text_len", 256))
-        self.tokenizer = self.model.tokenizer
-        self.transform = T.Compose(
-            [
-                T.RandomResize([800], max_size=1333),
-                T.ToTensor(),
-                T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-            ]
-        )
-
-    def _tokenize(self, phrase: str) -> tuple[int, ...]:
-        ids = self.tokenizer(_sanitise(phrase), add_special_tokens=False)["input_ids"]
-        return tuple(i for i in ids if i not in (DOT_ID, QUESTION_ID))
-
-    def _preprocess(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-        return [self.transform(image.convert("RGB"), None)[0] for image in images]
-
-    def _forward(
-        self, pixels: Sequence[torch.Tensor], chunks: Sequence[PromptChunk]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        import torch
-
-        # The package tokenizes the caption itself; its ids must be the prompt we decode with.
-        captions = [". ".join(_sanitise(p) for p in c.phrases) + "." for c in chunks]
-        with torch.inference_mode():
-            samples = [p.to(self.device, getattr(torch, self.dtype)) for p in pixels]
-            outputs = self.model(samples, captions=captions)
-        probs = outputs["pred_logits"].float().sigmoid().cpu()
-        boxes = outputs["pred_boxes"].float().cpu()
-        return [(probs[i, :, : len(chunk.input_ids)], boxes[i]) for i, chunk in enumerate(chunks)]
-
-
-def _groundingdino_files(model: str) -> tuple[Path, Path]:
-    if "::" in model:
-        config, checkpoint = model.split("::", 1)
-        return Path(config), Path(checkpoint)
-    folder = Path(model)
-    configs, checkpoints = sorted(folder.glob("*.py")), sorted(folder.glob("*.pth"))
-    if len(configs) != 1 or len(checkpoints) != 1:
-        raise DetectorError(
-            f"{model!r}: expected a folder with exactly one *.py config and one *.pth "
-            "checkpoint, or 'CONFIG.py::CHECKPOINT.pth'"
-        )
-    return configs[0], checkpoints[0]
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` is ``cuda`` when a GPU is visible, else ``cpu``; anything else is kept."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` is bfloat16 on a GPU that supports it (else float16) and float32 on a CPU.
-
-    >>> resolve_dtype("auto", "cpu")
-    'float32'
-    >>> resolve_dtype("fp16", "cuda")
-    'float16'
-    """
-    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
-    dtype = aliases.get(dtype, dtype)
-    if dtype == "auto":
-        if not device.startswith("cuda"):
-            return "float32"
-        import torch
-
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
-    return dtype
-
-
-def load_detector(
-    model: str = DEFAULT_MODEL,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    backend: str = "transformers",
-) -> Detector:
-    """The detector for ``model`` (a hub id or a local folder), loaded once per process.
-
-    Repeated calls with the same arguments return the same object, so a worker process that
-    handles many batches loads the weights only the first time.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown detector backend {backend!r}: use one of {BACKENDS}")
-    resolved = resolve_device(device)
-    return _load(model, resolved, resolve_dtype(dtype, resolved), backend)
-
-
-@functools.cache
-def _load(model: str, device: str, dtype: str, backend: str) -> Detector:
-    log.info("loading detector %s (%s, %s, %s)", model, backend, device, dtype)
-    if backend == "groundingdino-py":
-        return GroundingDinoPyDetector(model, device, dtype)
-    return TransformersDetector(model, device, dtype)

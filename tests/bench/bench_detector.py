@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 from tests.workers.tiny_models import build_tiny_grounding_dino
-from workers.detection import DetectorParams, load_detector
+from workers.detection import DetectorParams
+from workers.grounding_dino import load_detector
 
 ROOT = Path(__file__).resolve().parents[2]
 PHRASES = ["dog", "red car", "man on a bike", "tree", "white house", "kite", "cup", "sign"]

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workers.captioning import RegionToCaption, make_captioner
+from workers.captioning import make_captioner
+from workers.region_captions import RegionToCaption
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     from webapp.jobs.models import Run
     from webapp.jobs.pseudo_label import decode_rgb, start_pseudo_label_run
     from webapp.regions.models import Region
-    from workers.detection import DetectorParams, load_detector
+    from workers.detection import DetectorParams
+    from workers.grounding_dino import load_detector
 
     model = str(build_tiny_grounding_dino(media / "tiny-grounding-dino"))
     warmup = DatasetFactory(name="warmup")

@@ -8,7 +8,7 @@ Starts the loopback server (``tests.workers.llm_server.LLMServer``) in a separat
 the RM asks for one revision, then accepts, so every item costs 4 sequential calls: A_0, F_0,
 A_1, F_1). Items then go through ``workers.trajectories.run_batch``, the code path of a
 trajectory run's batch (``training.stage2.loop.rectify`` over ``EndpointGenerator``s with
-``workers.llm`` retries armed; M is a vision endpoint and gets a 640x480 JPEG per call), at
+``training.llm`` retries armed; M is a vision endpoint and gets a 640x480 JPEG per call), at
 concurrency 1 and at concurrency 16, in the same run. Reports items/s and their ratio
 (target: at least 10x). Not collected by pytest.
 """

@@ -27,7 +27,7 @@ from webapp.jobs.trajectories import process_trajectory_batch, start_trajectory_
 from webapp.regions.models import Region
 from webapp.trajectories.generation import Generated, write_generated
 from webapp.trajectories.models import Trajectory, TrajectoryChange
-from workers.trajectories import COLOURS, LARGE_WORDS
+from workers.seeded_errors import COLOURS, LARGE_WORDS
 
 pytestmark = pytest.mark.django_db
 

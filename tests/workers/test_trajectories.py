@@ -14,10 +14,10 @@ from PIL import Image
 from tests.workers import trajectory_players as players
 from tests.workers.llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, LLMServer, images_in
 from training.formats import STOP_PHRASE
+from training.llm import RetryPolicy
 from training.stage2.generators import EndpointGenerator, make_generator
 from training.stage2.prompts import prompt_versions
 from workers import trajectories
-from workers.llm import RetryPolicy
 from workers.trajectories import (
     TrajectoryItem,
     generate_batch,

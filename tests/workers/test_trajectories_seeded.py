@@ -12,18 +12,16 @@ import pytest
 from tests.workers import trajectory_players as players
 from tests.workers.llm_server import LLMServer
 from training.geometry import spatial_relation
+from training.llm import RetryPolicy
 from training.stage2.generators import make_generator
-from workers.llm import RetryPolicy
-from workers.trajectories import (
+from workers.seeded_errors import (
     COLOURS,
     LARGE_WORDS,
     SMALL_WORDS,
     InjectionImpossible,
-    TrajectoryItem,
     inject_error,
-    run_batch,
-    seed_item,
 )
+from workers.trajectories import TrajectoryItem, run_batch, seed_item
 
 CAR, DOG, TREE = [10, 60, 70, 110], [120, 70, 150, 100], [60, 0, 100, 40]
 REGIONS = (

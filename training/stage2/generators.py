@@ -3,7 +3,7 @@
 Both sides of the loop are a ``Generator``: ``await generate(prompt, image=...)`` returns the
 text and how long the call took. The rectification loop, the trajectory worker and the
 evaluation job only see this protocol, so each of M and RM can independently be an endpoint
-(through the ``openai`` client and the retry policy of ``workers.llm``, shared with the
+(through the ``openai`` client and the retry policy of ``training.llm``, shared with the
 captioner) or a local ``transformers`` checkpoint (``training.stage2.local``).
 
 A model is named by one string, a *spec*:
@@ -16,14 +16,19 @@ A model is named by one string, a *spec*:
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from workers.llm import RetryPolicy, make_async_client, post_chat_completion, with_retries
+from training.llm import (
+    RetryPolicy,
+    image_data_url,
+    make_async_client,
+    post_chat_completion,
+    with_retries,
+)
 
 
 @dataclass(frozen=True)
@@ -56,20 +61,12 @@ def is_endpoint_spec(spec: str) -> bool:
     return spec.startswith(("http://", "https://")) and "#" in spec
 
 
-def image_data_url(data: bytes) -> str:
-    """A ``data:`` URL for an image part, with the media type sniffed from its first bytes."""
-    kind = (
-        "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "webp" if data[8:12] == b"WEBP" else "jpeg"
-    )
-    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
-
-
 @dataclass
 class EndpointGenerator:
     """An OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
 
     Greedy by default (temperature 0) so a run is as repeatable as the server allows.
-    Transient failures (timeouts, 429, 5xx) are retried with backoff by ``workers.llm``;
+    Transient failures (timeouts, 429, 5xx) are retried with backoff by ``training.llm``;
     permanent ones and empty or malformed answers raise ``GenerationError``.
     """
 

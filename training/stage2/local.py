@@ -29,28 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.devices import resolve_device, resolve_dtype
 from training.stage2.generators import Generation, GenerationError
-
-
-def resolve_device(device: str = "auto") -> Any:
-    """``auto`` picks CUDA when present, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: Any) -> Any:
-    """``auto`` is bf16 on CUDA and fp32 on the CPU (bf16 matmuls are slow on most CPUs)."""
-    import torch
-
-    names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in names:
-        raise ValueError(f"dtype={dtype!r}: one of auto, {', '.join(names)}")
-    return names[dtype]
 
 
 def adapter_base(folder: str | Path) -> str | None:
@@ -146,9 +126,13 @@ class LocalGenerator:
         unknown = set(endpoint_only) - {"timeout", "retry", "seed"}
         if unknown:
             raise TypeError(f"LocalGenerator: unknown option(s) {', '.join(sorted(unknown))}")
-        torch_device = resolve_device(device)
+        import torch
+
+        torch_device = torch.device(resolve_device(device))
         model, processor, is_vision = load_model_and_processor(
-            spec, device=torch_device, dtype=resolve_dtype(dtype, torch_device)
+            spec,
+            device=torch_device,
+            dtype=getattr(torch, resolve_dtype(dtype, str(torch_device))),
         )
         if vision and not is_vision:
             raise GenerationError(f"{spec}: vision=True but this is a text-only model")

@@ -196,7 +196,7 @@ def process_caption_batch(*, batch_id: int, task_id: str = "") -> RunBatch | Non
     captioner could not caption (refusal, malformed answer, retries used up), is a failed item
     with its reason; the batch goes on.
     """
-    from workers.captioning import RegionToCaption
+    from workers.region_captions import RegionToCaption
 
     batch = claim_batch(batch_id=batch_id, task_id=task_id)
     if batch is None:

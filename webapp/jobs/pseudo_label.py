@@ -20,9 +20,9 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from training.geometry import BoxError, fit_box
-from webapp.catalog.importing.bulk import insert_rows
 from webapp.catalog.models import Dataset, Image
 from webapp.catalog.thumbnails import NoStoredBytes, read_stored_bytes
+from webapp.core.importing.bulk import insert_rows
 from webapp.jobs.models import Run, RunBatch
 from webapp.jobs.services import (
     BatchOutcome,
@@ -79,7 +79,7 @@ def selected_images(run: Run) -> QuerySet[Image]:
 
 def dataset_vocabulary(dataset: Dataset) -> list[str]:
     """The distinct phrases of the dataset's ground-truth regions, normalised."""
-    from workers.detection import normalise_vocabulary
+    from workers.detection_prompts import normalise_vocabulary
 
     phrases = (
         Region.objects.filter(image__dataset=dataset, origin=Region.Origin.GT)
@@ -113,7 +113,7 @@ def start_pseudo_label_run(
     (its ground-truth phrases), or ``caption`` (noun phrases of each image's global caption,
     taken in the batch). Without a broker the whole run happens before this returns.
     """
-    from workers.detection import normalise_vocabulary
+    from workers.detection_prompts import normalise_vocabulary
     from workers.tasks.runs import plan_run
 
     if prompt_mode not in PROMPT_MODES:
@@ -192,7 +192,7 @@ def decode_rgb(data: bytes, *, max_pixels: int) -> PILImage.Image:
 
 def _phrases(run: Run, image: Image) -> list[str]:
     if run.parameters["prompt_mode"] == "caption":
-        from workers.detection import phrases_from_caption
+        from workers.detection_prompts import phrases_from_caption
 
         return phrases_from_caption(image.caption)
     return list(run.parameters["labels"])
@@ -205,7 +205,8 @@ def process_pseudo_label_batch(*, batch_id: int, task_id: str = "") -> RunBatch 
     an image deleted since planning, or without phrases to look for, is done with no regions.
     Anything else (the model does not load, CUDA runs out of memory) propagates to the task.
     """
-    from workers.detection import DetectorParams, load_detector
+    from workers.detection import DetectorParams
+    from workers.grounding_dino import load_detector
 
     batch = claim_batch(batch_id=batch_id, task_id=task_id)
     if batch is None:

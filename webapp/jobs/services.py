@@ -529,7 +529,7 @@ def _batch_failures(batch: RunBatch) -> Iterator[dict]:
 
 def run_cost(run: Run) -> float | None:
     """LLM cost from the run's tokens and the prices recorded when it started (None: no price)."""
-    from workers.captioning import estimate_cost
+    from training.llm import estimate_cost
 
     prices = run.parameters.get("prices") or {}
     return estimate_cost(

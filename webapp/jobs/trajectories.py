@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, QuerySet
 
+from training.llm import RetryPolicy
 from training.stage2.generators import Generator, is_endpoint_spec, make_generator
 from training.stage2.prompts import prompt_versions
 from webapp.catalog.models import Dataset, Image, QuestionItem
@@ -42,9 +43,8 @@ from webapp.jobs.services import (
 )
 from webapp.regions.models import Region
 from webapp.trajectories.generation import Generated, existing_keys, source_key, write_generated
-from workers.llm import RetryPolicy
+from workers.seeded_errors import SEEDED_ERROR_TYPES
 from workers.trajectories import (
-    SEEDED_ERROR_TYPES,
     ItemOutcome,
     TrajectoryItem,
     add_totals,

@@ -9,7 +9,7 @@ from django.core.management.base import CommandParser
 from webapp.jobs.management.commands._common import RunCommand
 from webapp.jobs.models import Run
 from webapp.jobs.trajectories import MAX_K, start_trajectory_run
-from workers.trajectories import SEEDED_ERROR_TYPES
+from workers.seeded_errors import SEEDED_ERROR_TYPES
 
 
 class Command(RunCommand):

@@ -1,5 +1,8 @@
 """Calling an OpenAI-compatible endpoint robustly: one async client, bounded concurrency, our
-own retries. Used by the LLM captioner; the trajectory critic can use it too.
+own retries, the image part of a message and what a run's tokens cost. Used by the LLM captioner
+(``workers.captioning_llm``) and by Stage 2's endpoint generator
+(``training.stage2.generators``), which the trajectory worker and the evaluation job run; it
+lives in ``training`` so imports run one way, webapp -> workers -> training.
 
 The official ``openai`` client is created with ``max_retries=0``: retries happen here, so that
 the backoff, the ``Retry-After`` handling and the line between transient and permanent
@@ -15,6 +18,7 @@ No Django here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import random
 import threading
@@ -178,6 +182,42 @@ async def post_chat_completion(
     from openai.types.chat import ChatCompletion
 
     return await client.post("/chat/completions", body=dict(body), cast_to=ChatCompletion)
+
+
+def image_data_url(data: bytes) -> str:
+    """A ``data:`` URL for an image part, with the media type sniffed from its first bytes.
+
+    >>> image_data_url(b"\\x89PNG\\r\\n\\x1a\\n")
+    'data:image/png;base64,iVBORw0KGgo='
+    >>> image_data_url(b"\\xff\\xd8\\xff\\xe0").startswith("data:image/jpeg;base64,")
+    True
+    """
+    kind = (
+        "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "webp" if data[8:12] == b"WEBP" else "jpeg"
+    )
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def estimate_cost(
+    prompt_tokens: int,
+    completion_tokens: int,
+    *,
+    prompt_price_per_1k: float | None,
+    completion_price_per_1k: float | None,
+) -> float | None:
+    """Cost of a run's tokens, or None when a price is not configured.
+
+    >>> estimate_cost(12_000, 3_000, prompt_price_per_1k=0.5, completion_price_per_1k=1.5)
+    10.5
+    >>> estimate_cost(12_000, 3_000, prompt_price_per_1k=0.5, completion_price_per_1k=None)
+    """
+    if prompt_price_per_1k is None or completion_price_per_1k is None:
+        return None
+    return round(
+        prompt_tokens / 1000 * prompt_price_per_1k
+        + completion_tokens / 1000 * completion_price_per_1k,
+        6,
+    )
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
