@@ -27,7 +27,8 @@ import numpy as np
 
 from training.formats import ERROR_TYPES
 from webapp.evaluation import charts, tables
-from webapp.evaluation.stats import DEFAULT_CRITERIA, RatingRow, compute_results
+from webapp.evaluation.stats.ratings import DEFAULT_CRITERIA, RatingRow
+from webapp.evaluation.stats.results import compute_results
 
 SYSTEMS = ("base", "hacl", "fgam")
 NAMES = {"base": "LLaVA-1.5-7B", "hacl": "LLaVA-1.5-7B + HACL", "fgam": "LLaVA-1.5-7B + FGAM"}

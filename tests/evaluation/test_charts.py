@@ -8,7 +8,7 @@ import pytest
 
 from tests.evaluation.test_tables import HOSTILE, PAPER_NAMES, table5_rows
 from webapp.evaluation import charts
-from webapp.evaluation.stats import compute_results
+from webapp.evaluation.stats.results import compute_results
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -11,18 +11,12 @@ import pytest
 from scipy import stats as scipy_stats
 
 from training.formats import ERROR_TYPES
-from webapp.evaluation import stats
-from webapp.evaluation.stats import (
-    RatingDataError,
-    RatingRow,
-    Results,
-    bootstrap_ci,
-    bootstrap_means,
-    compute_results,
-    holm,
-    krippendorff_alpha,
-    pairwise_agreement,
-)
+from webapp.evaluation.stats import bootstrap as stats
+from webapp.evaluation.stats.agreement import krippendorff_alpha, pairwise_agreement
+from webapp.evaluation.stats.bootstrap import bootstrap_ci, bootstrap_means
+from webapp.evaluation.stats.ratings import RatingDataError, RatingRow
+from webapp.evaluation.stats.results import Results, compute_results
+from webapp.evaluation.stats.significance import holm
 
 NAN = math.nan
 

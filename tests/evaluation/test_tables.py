@@ -12,7 +12,7 @@ import pytest
 from tests.evaluation.test_stats import KRIPPENDORFF_2011, row, table3_rows
 from training.formats import ERROR_TYPES
 from webapp.evaluation import tables
-from webapp.evaluation.stats import compute_results
+from webapp.evaluation.stats.results import compute_results
 
 SYSTEMS = ["base", "hacl", "fgam"]
 PAPER_NAMES = {

@@ -10,11 +10,11 @@ import pytest
 from django.core.management import call_command
 
 from tests.exports.conftest import make_trajectory
+from training.data import stage2_rows as stage2
 from training.data.version import DatasetVersion as VersionReader
 from training.data.version import key_in_holdout
 from training.formats import STOP_PHRASE
 from training.stage2.prompts import evidence_text
-from webapp.exports import stage2
 from webapp.regions.models import Region
 from webapp.trajectories.models import TrajectoryStep
 

@@ -1,7 +1,8 @@
 """What a dataset version's layout defines without any heavy import (no torch, no Django):
-the format name, ``content_sha256`` and the held-out split. ``training.data.version`` (the
-reader) and ``training.data.writer`` both use these, and the web app's exporter imports this
-module rather than the reader so an export process does not load torch.
+the format name, ``content_sha256``, the held-out split and what a reference-mode ``uri``
+stands for. ``training.data.version`` (the reader) and ``training.data.writer`` both use these,
+and the web app's exporter (and the rectification CLI) import this module rather than the
+reader so they do not load torch.
 """
 
 from __future__ import annotations
@@ -41,3 +42,14 @@ def key_in_holdout(key: str, fraction: float) -> bool:
     """
     bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
     return bucket < fraction
+
+
+def uri_path(uri: str, root: Path) -> Path:
+    """The local path a reference-mode ``uri`` stands for: a ``file://`` URI or a plain path,
+    a relative one taken under ``root``. A remote URI gives a path that is no file.
+
+    >>> [uri_path(u, Path("/v")).as_posix() for u in ("file:///data/a.png", "a.png")]
+    ['/data/a.png', '/v/a.png']
+    """
+    local = Path(uri.removeprefix("file://"))
+    return local if local.is_absolute() else root / local

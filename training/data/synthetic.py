@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import random
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.data.layout import FORMAT, content_sha256
-from training.data.writer import IndexWriter, tar_member
+from training.data.stage2_rows import StepRow, trajectory_records
+from training.data.writer import VersionWriter
 from training.geometry import spatial_relation
 
 COLOURS = {
@@ -102,127 +100,67 @@ def write_version(
     reference_dir: str | Path | None = None,
 ) -> Path:
     """Write a complete version (manifest with content_sha256, images/, stage1/ shards and
-    index, stage2/, eval/) and return its root. In reference mode the images go to
-    ``reference_dir`` (default ``<out>.images``) and each record carries a ``file://`` uri."""
+    index, stage2/, eval/) through ``VersionWriter`` and return its root. In reference mode
+    the images go to ``reference_dir`` (default ``<out>.images``) and each record carries a
+    ``file://`` uri."""
     root = Path(out)
-    (root / "stage1").mkdir(parents=True, exist_ok=True)
     ref_root = Path(reference_dir) if reference_dir else root.with_name(root.name + ".images")
     rng = random.Random(seed)
-    samples: list[tuple[str, bytes, dict[str, Any]]] = []
-    for n in range(images):
-        png, record = make_sample(rng, image_size)
-        sha = hashlib.sha256(png).hexdigest()
-        record = {"image": sha, **record}
-        if reference:
-            ref_root.mkdir(parents=True, exist_ok=True)
-            path = ref_root / f"{sha}.png"
-            path.write_bytes(png)
-            record["uri"] = path.resolve().as_uri()
-        else:
-            path = root / "images" / sha[:2] / f"{sha}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(png)
-        samples.append((f"{n:09d}", png, record))
-
-    for s, start in enumerate(range(0, images, shard_size)):
-        with tarfile.open(
-            root / "stage1" / f"shard-{s:06d}.tar", "w", format=tarfile.USTAR_FORMAT
-        ) as tar:
-            for key, png, record in samples[start : start + shard_size]:
-                tar_member(tar, f"{key}.json", json.dumps(record, sort_keys=True).encode())
-                if not reference:
-                    tar_member(tar, f"{key}.png", png)
-    _write_index(root, samples)
-    _write_stage2(root, samples)
-    counts = {
-        "stage1_images": images,
-        "stage1_regions": sum(len(r["regions"]) for _, _, r in samples),
-        "stage1_shards": len(range(0, images, shard_size)),
-    }
-    manifest = {
-        "format": FORMAT,
-        "format_version": 1,
-        "id": f"synthetic-{seed}-{images}",
-        "created_at": "1970-01-01T00:00:00Z",
-        "created_by": "training.data.synthetic",
-        "content_sha256": content_sha256(root),
-        "sources": ["synthetic shapes"],
-        "filters": {},
-        "counts": counts,
-        "derived_from": [],
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    with VersionWriter(root, reference=reference, shard_samples=shard_size) as writer:
+        for n in range(images):
+            png, record = make_sample(rng, image_size)
+            sha = hashlib.sha256(png).hexdigest()
+            record = {"image": sha, **record}
+            extra: dict[str, Any] = {}
+            if reference:
+                ref_root.mkdir(parents=True, exist_ok=True)
+                path = ref_root / f"{sha}.png"
+                path.write_bytes(png)
+                record["uri"] = extra["uri"] = path.resolve().as_uri()
+            writer.add_stage1(f"{n:09d}", record, None if reference else (png, "png"))
+            _write_stage2(writer, n, record, extra)
+        writer.finish(
+            {
+                "id": f"synthetic-{seed}-{images}",
+                "created_at": "1970-01-01T00:00:00Z",
+                "created_by": "training.data.synthetic",
+                "sources": ["synthetic shapes"],
+                "filters": {},
+                "derived_from": [],
+            }
+        )
     return root
 
 
-def _write_index(root: Path, samples: list[tuple[str, bytes, dict[str, Any]]]) -> None:
-    """``stage1/index.parquet`` through the writer's ``IndexWriter`` (the one index schema)."""
-    index = IndexWriter(root / "stage1" / "index.parquet")
-    for key, _, record in samples:
-        index.add_many(key, record["image"], record["regions"])
-    index.close()
-
-
-def _write_stage2(root: Path, samples: list[tuple[str, bytes, dict[str, Any]]]) -> None:
-    (root / "stage2").mkdir(exist_ok=True)
-    (root / "eval").mkdir(exist_ok=True)
-    sft, rm, prompts, llava, items = [], [], [], [], []
-    for n, (_, _, record) in enumerate(samples):
-        first = record["regions"][0]
-        question = f"Where is the {first['phrase']}?"
-        wrong, right = (
-            f"The {first['phrase']} is at the centre.",
-            f"{first['caption']} at {first['box']}.",
-        )
-        feedback = "The position is wrong."
-        row = {"id": n, "image": record["image"], "question": question}
-        if n % 5 == 0:
-            items.append({**row, "reference": right})
-            continue
-        sft.append(
-            {
-                **row,
-                "trajectory": n,
-                "step": 0,
-                "response": wrong,
-                "feedback": feedback,
-                "target": right,
-                "error_types": ["spatial"],
-            }
-        )
-        evidence = "\n".join(
-            f"{r['phrase']}, {r['box']}, {r['caption']}" for r in record["regions"]
-        )
-        rm.append(
-            {
-                **row,
-                "trajectory": n,
-                "step": 0,
-                "response": wrong,
-                "evidence": evidence,
-                "feedback": feedback,
-            }
-        )
-        prompts.append({**row, "reference": right})
-        llava.append(
-            {
-                "id": str(n),
-                "image": record["image"],
-                "conversations": [
-                    {"from": "human", "value": f"<image>\n{question}"},
-                    {"from": "gpt", "value": right},
-                ],
-            }
-        )
-
-    def dump(path: Path, rows: list[dict[str, Any]]) -> None:
-        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), "utf-8")
-
-    dump(root / "stage2" / "sft.jsonl", sft)
-    dump(root / "stage2" / "rm.jsonl", rm)
-    dump(root / "stage2" / "rl_prompts.jsonl", prompts)
-    (root / "stage2" / "llava.json").write_text(json.dumps(llava) + "\n", "utf-8")
-    dump(root / "eval" / "items.jsonl", items)
+def _write_stage2(
+    writer: VersionWriter, n: int, record: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """One made-up question per image about its first region: every fifth image's question is
+    an evaluation item; the others are an RL prompt and a one-step trajectory that corrects a
+    wrong position (not approved, so it has no stop row; ``stage2_rows`` has the row rules)."""
+    first = record["regions"][0]
+    question = f"Where is the {first['phrase']}?"
+    wrong = f"The {first['phrase']} is at the centre."
+    right = f"{first['caption']} at {first['box']}."
+    row = {"id": n, "image": record["image"], "question": question, "reference": right}
+    if n % 5 == 0:
+        writer.eval_items.add(row)
+        return
+    evidence = "\n".join(f"{r['phrase']}, {r['box']}, {r['caption']}" for r in record["regions"])
+    records = trajectory_records(
+        trajectory={"id": n, "image": record["image"], "question": question, "final_answer": right},
+        steps=[StepRow(0, wrong, "The position is wrong.", ["spatial"])],
+        evidence=evidence,
+        approved=False,
+        extra=extra,
+    )
+    for sft in records.sft:
+        writer.sft.add(sft)
+    for rm in records.rm:
+        writer.rm.add(rm)
+    writer.rl_prompts.add(row)
+    if records.llava is not None:
+        writer.llava.add(records.llava)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import io
 import json
 import random
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from training.data.layout import (  # noqa: F401  (re-exported: the reader's pub
     content_sha256,
     file_sha256,
     key_in_holdout,
+    uri_path,
 )
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -153,6 +154,28 @@ class DatasetVersion:
 
     def image_path(self, sha256: str, ext: str) -> Path:
         return self.root / "images" / sha256[:2] / f"{sha256}.{ext}"
+
+    def image_file(self, record: Mapping[str, Any], *, where: str = "record") -> Path:
+        """The local file of the image any record names (Stage-1, SFT, RM, RL prompt, LLaVA,
+        evaluation): ``images/`` by its ``image`` sha256 (embedded mode), else its ``uri``
+        when that is a local path or ``file://`` URI (reference mode; relative paths are
+        under the version). ``where`` names the record in errors."""
+        sha = str(record.get("image") or "")
+        if sha:
+            for ext in IMAGE_EXTENSIONS:
+                path = self.image_path(sha, ext)
+                if path.is_file():
+                    return path
+        uri = record.get("uri")
+        if uri:
+            local = uri_path(str(uri), self.root)
+            if local.is_file():
+                return local
+            raise DatasetVersionError(
+                f"{where} refers to {str(uri)!r}, which is not a readable local file; fetch "
+                "remote references before training"
+            )
+        raise DatasetVersionError(f"{where} has no image (no images/ file for {sha!r}, no uri)")
 
     def stage1_records(self) -> Iterator[Stage1Record]:
         for shard in self.shards():
@@ -305,29 +328,10 @@ def load_image_bytes(version: DatasetVersion, rec: Stage1Record) -> bytes:
 
 
 def record_image_bytes(
-    version: DatasetVersion, record: dict[str, Any], *, where: str = "record"
+    version: DatasetVersion, record: Mapping[str, Any], *, where: str = "record"
 ) -> bytes:
-    """The image of any record that names one (Stage-1, SFT, RM, RL prompt, LLaVA, evaluation):
-    ``images/`` by its ``image`` sha256 (embedded mode), else its ``uri`` when that is a local
-    path or ``file://`` URI (reference mode). ``where`` names the record in errors."""
-    sha = str(record.get("image", ""))
-    for ext in IMAGE_EXTENSIONS:
-        path = version.image_path(sha, ext)
-        if path.is_file():
-            return path.read_bytes()
-    uri = record.get("uri")
-    if uri is not None:
-        uri = str(uri)
-        local = Path(uri.removeprefix("file://"))
-        if not local.is_absolute():
-            local = version.root / local
-        if local.is_file():
-            return local.read_bytes()
-        raise DatasetVersionError(
-            f"{where} refers to {uri!r}, which is not a readable local file; fetch remote "
-            "references before training"
-        )
-    raise DatasetVersionError(f"{where} has no image (no images/ file for {sha!r}, no uri)")
+    """The image bytes of any record that names one (``DatasetVersion.image_file``)."""
+    return version.image_file(record, where=where).read_bytes()
 
 
 def open_image(data: bytes) -> Any:

@@ -166,15 +166,25 @@ def ustar_header(name: str, size: int) -> bytes:
 
 
 class ShardWriter:
-    """``stage1/shard-NNNNNN.tar`` files of about ``max_bytes`` each, one sample per image."""
+    """``stage1/shard-NNNNNN.tar`` files of about ``max_bytes`` each, one sample per image;
+    with ``max_samples``, also at most that many samples each (small test versions need
+    several shards long before they reach a size worth splitting at)."""
 
-    def __init__(self, folder: Path, *, max_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_bytes: int = DEFAULT_SHARD_BYTES,
+        max_samples: int | None = None,
+    ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
+        self.max_samples = max_samples
         self.shards = 0
         self.samples = 0
         self._file: IO[bytes] | None = None
         self._bytes = 0
+        self._in_shard = 0
 
     def add(self, key: str, record: dict[str, Any], image: tuple[bytes, str] | None) -> None:
         """One sample: ``<key>.json`` and, unless in reference mode, ``<key>.<ext>``."""
@@ -185,13 +195,15 @@ class ShardWriter:
     def add_encoded(self, key: str, body: bytes, image: tuple[bytes, str] | None) -> None:
         """``add`` with the record already serialised (``stage1_json``)."""
         size = len(body) + (len(image[0]) if image else 0)
-        if self._file is None or (self._bytes and self._bytes + size > self.max_bytes):
+        full = self.max_samples is not None and self._in_shard >= self.max_samples
+        if self._file is None or full or (self._bytes and self._bytes + size > self.max_bytes):
             self._open_next()
         self._member(f"{key}.json", body)
         if image is not None:
             data, ext = image
             self._member(f"{key}.{ext}", data)
         self._bytes += size
+        self._in_shard += 1
         self.samples += 1
 
     def _member(self, name: str, data: bytes) -> None:
@@ -210,6 +222,7 @@ class ShardWriter:
         self._written = 0
         self.shards += 1
         self._bytes = 0
+        self._in_shard = 0
 
     def close(self) -> None:
         """End the archive as ``tarfile`` does: two zero blocks, padded to 10240 bytes."""
@@ -372,12 +385,15 @@ class VersionWriter:
         *,
         reference: bool,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
+        shard_samples: int | None = None,
         row_group: int = DEFAULT_ROW_GROUP,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.reference = reference
-        self.shards = ShardWriter(self.root / "stage1", max_bytes=shard_bytes)
+        self.shards = ShardWriter(
+            self.root / "stage1", max_bytes=shard_bytes, max_samples=shard_samples
+        )
         self.index = IndexWriter(self.root / "stage1" / "index.parquet", row_group=row_group)
         self.sft = JsonlWriter(self.root / "stage2" / "sft.jsonl")
         self.rm = JsonlWriter(self.root / "stage2" / "rm.jsonl")
@@ -391,14 +407,7 @@ class VersionWriter:
     def add_stage1(self, key: str, record: dict[str, Any], image: tuple[bytes, str] | None) -> None:
         """One image's record; in embedded mode ``image`` is ``(bytes, ext)`` and the bytes also
         go to ``images/ab/<sha256>.<ext>``."""
-        if self.reference:
-            if "uri" not in record:
-                raise ValueError(f"sample {key!r}: reference mode needs a 'uri' in the record")
-            image = None
-        elif image is None:
-            raise ValueError(f"sample {key!r}: embedded mode needs the image bytes")
-        else:
-            self.add_image(str(record["image"]), *image)
+        image = self._sample_image(key, record, image)
         self.shards.add(key, record, image)
         self.index.add_many(key, str(record["image"]), record["regions"])
         self.regions += len(record["regions"])
@@ -416,17 +425,24 @@ class VersionWriter:
         if not rows:
             self.add_stage1(key, {**head, "regions": []}, image)
             return
-        if self.reference:
-            if "uri" not in head:
-                raise ValueError(f"sample {key!r}: reference mode needs a 'uri' in the record")
-            image = None
-        elif image is None:
-            raise ValueError(f"sample {key!r}: embedded mode needs the image bytes")
-        else:
-            self.add_image(str(head["image"]), *image)
+        image = self._sample_image(key, head, image)
         self.shards.add_encoded(key, stage1_json(head, rows).encode(), image)
         self.index.add_rows(key, str(head["image"]), rows)
         self.regions += len(rows)
+
+    def _sample_image(
+        self, key: str, head: dict[str, Any], image: tuple[bytes, str] | None
+    ) -> tuple[bytes, str] | None:
+        """The image bytes that go into the shard with a sample: none in reference mode (the
+        record's ``uri`` stands for them), else ``image``, which also goes to ``images/``."""
+        if self.reference:
+            if "uri" not in head:
+                raise ValueError(f"sample {key!r}: reference mode needs a 'uri' in the record")
+            return None
+        if image is None:
+            raise ValueError(f"sample {key!r}: embedded mode needs the image bytes")
+        self.add_image(str(head["image"]), *image)
+        return image
 
     def add_image(self, sha: str, data: bytes, ext: str) -> None:
         """``images/ab/<sha256>.<ext>`` (embedded mode), written once per image."""

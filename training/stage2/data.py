@@ -20,12 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.data.version import IMAGE_EXTENSIONS, DatasetVersion, DatasetVersionError
+from training.data.version import DatasetVersion, DatasetVersionError, record_image_bytes
 from training.stage2.prompts import critique_prompt, revision_prompt
 
 IGNORE_INDEX = -100  # what transformers' cross-entropy skips
@@ -41,26 +40,6 @@ class Example:
     target: str
     image: bytes | None
     group: str = ""  # the trajectory: held-out splits keep a trajectory's steps together
-
-
-def row_image_bytes(version: DatasetVersion, row: dict[str, Any], where: str) -> bytes:
-    """The bytes of a Stage-2 row's image: ``images/`` by sha256, else its ``uri`` (a local
-    path or ``file://`` URI, reference mode). ``where`` names the row in errors."""
-    sha = str(row.get("image") or "")
-    if sha:
-        for ext in IMAGE_EXTENSIONS:
-            path = version.image_path(sha, ext)
-            if path.is_file():
-                return path.read_bytes()
-    uri = row.get("uri")
-    if uri:
-        local = Path(str(uri).removeprefix("file://"))
-        if not local.is_absolute():
-            local = version.root / local
-        if local.is_file():
-            return local.read_bytes()
-        raise DatasetVersionError(f"{where}: image uri {uri!r} is not a readable local file")
-    raise DatasetVersionError(f"{where}: image {sha!r} is not under images/ and has no uri")
 
 
 def _field(row: dict[str, Any], key: str, where: str) -> str:
@@ -79,7 +58,7 @@ def sft_examples(version: DatasetVersion, *, with_image: bool = True) -> Iterato
             _field(row, "response", where),
             _field(row, "feedback", where),
         )
-        image = row_image_bytes(version, row, where) if with_image else None
+        image = record_image_bytes(version, row, where=where) if with_image else None
         group = str(row.get("trajectory", row.get("id", n)))
         yield Example(str(row.get("id", n)), prompt, _field(row, "target", where), image, group)
 
@@ -93,7 +72,7 @@ def rm_examples(version: DatasetVersion, *, with_image: bool = False) -> Iterato
             _field(row, "response", where),
             str(row.get("evidence") or ""),
         )
-        image = row_image_bytes(version, row, where) if with_image else None
+        image = record_image_bytes(version, row, where=where) if with_image else None
         group = str(row.get("trajectory", row.get("id", n)))
         yield Example(str(row.get("id", n)), prompt, _field(row, "feedback", where), image, group)
 

@@ -67,17 +67,17 @@ class ImageResolver:
                     return candidate.read_bytes()
             raise ItemError(f"image_path {str(path)!r} is not a readable file")
         if row.get("uri"):
-            local = Path(str(row["uri"]).removeprefix("file://"))
+            from training.data.layout import uri_path
+
+            local = uri_path(str(row["uri"]), Path())  # relative: to the working directory
             if not local.is_file():
                 raise ItemError(f"uri {row['uri']!r} is not a readable local file")
             return local.read_bytes()
         if row.get("image"):
             if self.version is None:
                 raise ItemError('"image" is a sha256: pass --version VERSION_DIR to resolve it')
-            from training.stage2.data import row_image_bytes
-
             try:
-                return row_image_bytes(self.version, row, f"image {row['image']!r}")
+                return self.version.image_file(row, where=f"image {row['image']!r}").read_bytes()
             except ValueError as err:
                 raise ItemError(str(err)) from err
         return None

@@ -8,37 +8,33 @@ One row per prompt: ``prompt`` (one user turn: ``prompts.revision_prompt(Q, A_k,
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.config import ConfigError
 from training.stage2.prompts import answer_prompt, revision_prompt
 
 if TYPE_CHECKING:
-    from training.stage2.rl import RLConfig
+    from training.stage2.config import RLConfig
 
 
 def image_paths(version: Any, shas: set[str]) -> dict[str, str]:
-    """Local paths of the images ``shas``: ``images/`` of the version, else the ``uri`` of the
-    Stage-1 records (reference mode)."""
-    from training.data.version import IMAGE_EXTENSIONS
+    """Local paths of the images ``shas`` (``DatasetVersion.image_file``): ``images/`` of the
+    version, else the ``uri`` of their Stage-1 records (reference mode: the web export's RL
+    prompt rows carry no uri of their own). Images found neither way are left out."""
+    from contextlib import suppress
+
+    from training.data.version import DatasetVersionError
 
     found: dict[str, str] = {}
     for sha in shas:
-        for ext in IMAGE_EXTENSIONS:
-            path = version.image_path(sha, ext)
-            if path.is_file():
-                found[sha] = str(path)
-                break
+        with suppress(DatasetVersionError):  # not under images/: its uri may be, below
+            found[sha] = str(version.image_file({"image": sha}))
     missing = shas - found.keys()
     if missing:
         for record in version.stage1_records():
-            sha, uri = record.record.get("image"), record.uri
-            if sha in missing and uri:
-                local = Path(uri.removeprefix("file://"))
-                local = local if local.is_absolute() else version.root / local
-                if local.is_file():
-                    found[sha] = str(local)
+            if record.record.get("image") in missing and record.uri:
+                with suppress(DatasetVersionError):  # remote: build_dataset names what is missing
+                    found[record.record["image"]] = str(version.image_file(record.record))
     return found
 
 

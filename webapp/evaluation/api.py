@@ -40,7 +40,7 @@ from webapp.evaluation.assignment import (
 from webapp.evaluation.generation import start_generation
 from webapp.evaluation.jsonl import InputError
 from webapp.evaluation.models import Assignment, Round, System
-from webapp.evaluation.stats import RatingDataError
+from webapp.evaluation.stats.ratings import RatingDataError
 from webapp.exports.models import DatasetVersion
 from webapp.regions.models import Region
 

@@ -13,7 +13,9 @@ import html
 import math
 from collections.abc import Mapping
 
-from webapp.evaluation.stats import LIKERT_MAX, LIKERT_MIN, Estimate, Results
+from webapp.evaluation.stats.bootstrap import Estimate
+from webapp.evaluation.stats.ratings import LIKERT_MAX, LIKERT_MIN
+from webapp.evaluation.stats.results import Results
 
 # Okabe & Ito's colour-blind-safe palette (black last); cycles when there are more systems.
 PALETTE = (

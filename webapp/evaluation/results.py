@@ -1,5 +1,5 @@
-"""The statistics of a round: its ratings as ``stats.RatingRow`` values, the results of
-``stats.compute_results`` (live while open, frozen into the round when it closes) and the
+"""The statistics of a round: its ratings as ``RatingRow`` values, the results of
+``compute_results`` (live while open, frozen into the round when it closes) and the
 tables and chart rendered from them.
 
 System identity enters here only as the opaque system key; the display names map onto keys at
@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from django.core.cache import cache
 from django.db.models import Count, Max
 
-from webapp.evaluation import stats
 from webapp.evaluation.models import Rating, Round
+from webapp.evaluation.stats.ratings import RatingRow
+from webapp.evaluation.stats.results import Results, compute_results
 
 DEFAULT_BOOTSTRAP = 2000
 # Live results are cached under a fingerprint of the ratings (count and last change), so a
@@ -36,7 +37,7 @@ FORMATS = {
 }
 
 
-def rating_rows(round_: Round) -> Iterator[stats.RatingRow]:
+def rating_rows(round_: Round) -> Iterator[RatingRow]:
     """Every saved rating of the round, keyed by item id, system key and rater username
     (the results are curator-only, and a name reads better than an id in the bias table)."""
     rows = (
@@ -53,7 +54,7 @@ def rating_rows(round_: Round) -> Iterator[stats.RatingRow]:
         .iterator(chunk_size=5000)
     )
     for item, system, rater, scores, hallucination, error_types in rows:
-        yield stats.RatingRow(
+        yield RatingRow(
             item=str(item), system=system, rater=str(rater), scores=scores,
             hallucination=hallucination, error_types=frozenset(error_types),
         )  # fmt: skip
@@ -64,11 +65,11 @@ def system_names(round_: Round) -> dict[str, str]:
     return dict(round_.systems.order_by("pk").values_list("key", "name"))
 
 
-def compute(round_: Round, *, n_boot: int = DEFAULT_BOOTSTRAP) -> stats.Results:
+def compute(round_: Round, *, n_boot: int = DEFAULT_BOOTSTRAP) -> Results:
     """Fresh statistics from the round's ratings."""
     names = system_names(round_)
     baseline = round_.baseline.key if round_.baseline_id else None
-    return stats.compute_results(
+    return compute_results(
         rating_rows(round_),
         systems=list(names),
         criteria={c["key"]: c["label"] for c in round_.criteria["likert"]},
@@ -88,14 +89,14 @@ def _fingerprint(round_: Round) -> str:
     return "fgam-eval-results:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def results_for(round_: Round) -> stats.Results:
+def results_for(round_: Round) -> Results:
     """Frozen results of a closed round, else live ones (cached until a rating changes)."""
     if round_.status == Round.Status.CLOSED and round_.results:
-        return stats.Results.from_dict(round_.results)
+        return Results.from_dict(round_.results)
     key = _fingerprint(round_)
     data = cache.get(key)
     if data is not None:
-        return stats.Results.from_dict(data)
+        return Results.from_dict(data)
     results = compute(round_)
     cache.set(key, results.as_dict(), CACHE_SECONDS)
     return results
@@ -107,8 +108,8 @@ def freeze(round_: Round) -> None:
     round_.save(update_fields=["results"])
 
 
-def table(results: stats.Results, names: dict[str, str], name: str, baseline: str | None):
-    """One of ``TABLES`` as a ``tables.Table``."""
+def table(results: Results, names: dict[str, str], name: str, baseline: str | None):
+    """One of ``TABLES`` as a ``table_render.Table``."""
     from webapp.evaluation import tables
 
     if name == "table5":
@@ -124,7 +125,7 @@ def table(results: stats.Results, names: dict[str, str], name: str, baseline: st
     raise KeyError(name)
 
 
-def chart(results: stats.Results, names: dict[str, str]) -> str:
+def chart(results: Results, names: dict[str, str]) -> str:
     """The SVG bar chart (means with CIs per criterion and system)."""
     from webapp.evaluation import charts
 

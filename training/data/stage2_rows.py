@@ -1,7 +1,9 @@
 """Stage-2 records of one correction trajectory, in ``shared/FORMATS.md``'s shapes.
 
-Plain functions over plain values (no Django, no database), so the rules below are tested and
-read in one place; ``services.write_trajectories`` feeds them rows from the snapshot.
+Plain functions over plain values (no Django, no database, no torch), so the rules below are
+tested and read in one place. The web export feeds them the trajectories it reads from the
+database and ``training.data.synthetic`` its made-up ones; both hand the records to
+``training.data.writer.VersionWriter``, and ``training.data.version`` reads them back.
 
 A trajectory is Q, the steps ``(A_k, F_k)`` for k = 0..n, and the final answer people kept.
 
