@@ -1,7 +1,8 @@
 """The words of the on-disk formats, in one place (``docs/formats.md``).
 
 Error types tag trajectories and evaluation ratings; the stop phrase ends an approved
-trajectory and is what the rectification module answers when nothing is left to correct; the
+trajectory and is what the rectification module answers when nothing is left to correct
+(``is_stop`` reads it back, as the loop, the rewards and the Stage-2 rows do); the
 size and position words are *the* geometry-to-words rule: template captions are written with
 ``position_words`` and the review UI's spatial lint checks captions against it, so the two
 always agree. Plain values, no Django, no torch.
@@ -10,6 +11,7 @@ always agree. Plain values, no Django, no torch.
 from __future__ import annotations
 
 import math
+import re
 
 from training.geometry import Box
 
@@ -18,6 +20,34 @@ ERROR_TYPES: tuple[str, ...] = ("object", "attribute", "spatial", "reasoning")
 
 #: The feedback F_k of an approved trajectory's last step, and the RM's "nothing to correct".
 STOP_PHRASE = "No further corrections needed."
+
+_NOT_A_LETTER = re.compile(r"[^a-z ]+")
+
+
+def _words(text: str) -> str:
+    return " ".join(_NOT_A_LETTER.sub(" ", text.lower()).split())
+
+
+def is_stop(feedback: str | None) -> bool:
+    """Whether the RM's feedback ends the loop: empty, or the stop phrase (§3.3.3).
+
+    Case, punctuation, quotes and surrounding whitespace are ignored, so ``"no further
+    corrections needed"`` counts; a longer text that merely contains the phrase does not,
+    because it carries corrections.
+
+    >>> is_stop("No further corrections needed.")
+    True
+    >>> is_stop(' "no further corrections needed" ')
+    True
+    >>> is_stop("")
+    True
+    >>> is_stop("The car is blue. No further corrections needed otherwise.")
+    False
+    """
+    if feedback is None:
+        return True
+    return _words(feedback) in ("", _words(STOP_PHRASE))
+
 
 # Size words from the box's share of the image area: below each bound, that word.
 TINY_AREA = 0.02

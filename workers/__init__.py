@@ -1,4 +1,4 @@
-"""Celery app, thin task modules, and the plain-Python adapters the tasks call.
+"""The Celery app, and the plain-Python adapters the tasks (``webapp/<app>/tasks.py``) call.
 
-Adapters (every module here except ``celery_app`` and ``tasks/``) import nothing from Django.
+Adapters (every module here except ``celery_app``) import nothing from Django.
 """

@@ -5,7 +5,9 @@
 - ``llm``: calls to OpenAI-compatible endpoints (I/O bound, high concurrency).
 - ``default``: everything else (thumbnails, probes, exports).
 
-Without ``CELERY_BROKER_URL`` every task runs eagerly in the caller's process.
+The tasks live next to the services they call, in each Django app's ``tasks`` module; this
+module names no app, so ``workers/`` never imports the web app. Without ``CELERY_BROKER_URL``
+every task runs eagerly in the caller's process.
 """
 
 import os
@@ -24,4 +26,9 @@ app.conf.task_routes = {
     "fgam.llm.*": {"queue": "llm"},
     "fgam.default.*": {"queue": "default"},
 }
-app.autodiscover_tasks(["workers.tasks"], related_name=None, force=True)
+# Every installed Django app's ``tasks`` module, imported by name when a worker starts (after
+# Django is set up). The web process needs no discovery: a service imports the task it enqueues.
+# The task modules register with ``@app.task`` on this app rather than ``shared_task``, which
+# only reaches apps Celery still lists as active: after ``app.close()`` a task module imported
+# later would register nowhere.
+app.autodiscover_tasks()

@@ -20,9 +20,9 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from tests.catalog.factories import DatasetFactory, ImageFactory, RegionFactory
-from tests.workers.tiny_models import build_tiny_grounding_dino
 from webapp.catalog.models import Dataset, Image
 from webapp.regions.models import Region
+from workers.tiny_models import build_tiny_grounding_dino
 
 CAPTIONS = [
     "a brown dog next to a red car on the street",

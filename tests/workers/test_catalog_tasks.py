@@ -12,9 +12,9 @@ from PIL import Image as PILImage
 from webapp import celery_app
 from webapp.catalog.models import Dataset, Image
 from webapp.catalog.services import enqueue_thumbnails, process_new_images
+from webapp.catalog.tasks import make_thumbnails
 from webapp.jobs.models import Run
 from workers.imaging import inspect_image
-from workers.tasks.catalog import make_thumbnails
 
 pytestmark = pytest.mark.django_db
 

@@ -12,9 +12,9 @@ from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
 from webapp.catalog.models import Dataset, Image
+from webapp.catalog.tasks import make_thumbnails
 from webapp.jobs.models import Run
 from workers.imaging import inspect_image
-from workers.tasks.catalog import make_thumbnails
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -20,10 +20,10 @@ import pytest
 
 from tests.catalog.factories import DatasetFactory
 from tests.jobs.conftest import region_set, stored_scene
-from tests.workers.tiny_models import build_tiny_grounding_dino
 from webapp.jobs.models import Run, RunBatch
 from webapp.jobs.pseudo_label import start_pseudo_label_run
 from webapp.regions.models import Region, RegionChange
+from workers.tiny_models import build_tiny_grounding_dino
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -25,8 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.formats import STOP_PHRASE
-from training.stage2.prompts import is_stop
+from training.formats import STOP_PHRASE, is_stop
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Where the text of M and the RM comes from: an OpenAI-compatible endpoint or a local model.
 
-Both sides of the loop are a ``Generator``: ``await generate(prompt, image=...)`` returns the
-text and how long the call took. The rectification loop, the trajectory worker and the
-evaluation job only see this protocol, so each of M and RM can independently be an endpoint
-(through the ``openai`` client and the retry policy of ``training.llm``, shared with the
-captioner) or a local ``transformers`` checkpoint (``training.stage2.local``).
+Both sides of the loop are a ``Generator`` (``training.stage2.generation``): ``await
+generate(prompt, image=...)`` returns the text and how long the call took. The rectification
+loop, the trajectory worker and the evaluation job only see this protocol, so each of M and RM
+can independently be an endpoint (through the ``openai`` client and the retry policy of
+``training.llm``, shared with the captioner) or a local ``transformers`` checkpoint
+(``training.stage2.local``).
 
 A model is named by one string, a *spec*:
 
@@ -20,7 +21,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from training.llm import (
     RetryPolicy,
@@ -29,32 +30,7 @@ from training.llm import (
     post_chat_completion,
     with_retries,
 )
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One answer of a model: its text, the wall time of the call, and tokens when known."""
-
-    text: str
-    latency_s: float
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class GenerationError(RuntimeError):
-    """A call that failed for good (after retries) or answered something unusable."""
-
-
-@runtime_checkable
-class Generator(Protocol):
-    name: str  # the model id recorded in provenance
-    vision: bool  # whether the image is passed to the model
-
-    async def generate(
-        self, prompt: str, *, image: bytes | None = None, max_new_tokens: int | None = None
-    ) -> Generation: ...
-
-    async def aclose(self) -> None: ...
+from training.stage2.generation import Generation, GenerationError, Generator
 
 
 def is_endpoint_spec(spec: str) -> bool:

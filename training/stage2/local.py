@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from training.devices import resolve_device, resolve_dtype
-from training.stage2.generators import Generation, GenerationError
+from training.stage2.generation import Generation, GenerationError
 
 
 def adapter_base(folder: str | Path) -> str | None:
@@ -61,8 +61,13 @@ def load_model_and_processor(
         AutoTokenizer,
     )
 
+    from training.models_available import check_model
+
+    check_model(spec, role="model")
     base = adapter_base(spec) if Path(spec).is_dir() else None
     weights = base or spec
+    if base is not None:
+        check_model(base, role=f"the base model of the adapter {spec}")
     vision = is_vision_config(AutoConfig.from_pretrained(weights))
     auto_model = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     model: Any = auto_model.from_pretrained(weights, dtype=dtype)

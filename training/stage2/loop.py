@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from training.stage2.generators import Generator
+from training.formats import is_stop
+from training.stage2.generation import Generator
 from training.stage2.prompts import (
     answer_prompt,
     critique_prompt,
-    is_stop,
     prompt_versions,
     revision_prompt,
 )

@@ -12,7 +12,6 @@ user message.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -83,31 +82,6 @@ def critique_prompt(question: str, response: str, evidence: str) -> str:
         "Evidence (regions of the image: phrase [x0, y0, x1, y1]: caption; then relations):\n"
         f"{evidence}"
     )
-
-
-_NORMALISE = re.compile(r"[^a-z ]+")
-
-
-def is_stop(feedback: str | None) -> bool:
-    """Whether the RM's feedback ends the loop: empty, or the stop phrase (§3.3.3).
-
-    Case, punctuation, quotes and surrounding whitespace are ignored, so ``"no further
-    corrections needed"`` counts; a longer text that merely contains the phrase does not,
-    because it carries corrections.
-
-    >>> is_stop("No further corrections needed.")
-    True
-    >>> is_stop(' "no further corrections needed" ')
-    True
-    >>> is_stop("")
-    True
-    >>> is_stop("The car is blue. No further corrections needed otherwise.")
-    False
-    """
-    if feedback is None:
-        return True
-    text = " ".join(_NORMALISE.sub(" ", feedback.lower()).split())
-    return text in ("", "no further corrections needed")
 
 
 def _number(value: float) -> str:

@@ -49,7 +49,7 @@ def start_generation(*, system: System, model: str, rm: str, k: int = 2) -> Syst
         source=System.Source.RECTIFY, status=System.Status.QUEUED, error="", failures=[],
         generation={"model": model.strip(), "rm": rm.strip(), "k": k}, finished_at=None,
     )  # fmt: skip
-    from workers.tasks.evaluation import generate_responses
+    from webapp.evaluation.tasks import generate_responses
 
     transaction.on_commit(lambda: generate_responses.delay(system.pk))
     system.refresh_from_db()

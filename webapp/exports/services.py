@@ -97,7 +97,7 @@ def cut_version(
         if parents:
             version.derived_from.set(parents)
         if enqueue:
-            from workers.tasks.exports import export_version as task
+            from webapp.exports.tasks import export_version as task
 
             task.delay_on_commit(version.pk)
     return version

@@ -42,7 +42,7 @@ def retry_delay(attempts: int) -> int:
 
 def send_event(event: str, data: dict[str, Any]) -> list[WebhookDelivery]:
     """Record one delivery per interested webhook and enqueue them after commit."""
-    from workers.tasks.exports import deliver_webhook
+    from webapp.exports.tasks import deliver_webhook
 
     body = json.dumps(
         {"event": event, "sent_at": timezone.now().isoformat(), "data": data}, sort_keys=True

@@ -123,7 +123,7 @@ def start_caption_run(
     base URL comes from settings (the key never reaches the run's parameters), and so do the
     prices, which are stored so the run's cost stays what it was when it ran.
     """
-    from workers.tasks.runs import plan_run
+    from webapp.jobs.tasks import plan_run
 
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")

@@ -113,8 +113,8 @@ def start_pseudo_label_run(
     (its ground-truth phrases), or ``caption`` (noun phrases of each image's global caption,
     taken in the batch). Without a broker the whole run happens before this returns.
     """
+    from webapp.jobs.tasks import plan_run
     from workers.detection_prompts import normalise_vocabulary
-    from workers.tasks.runs import plan_run
 
     if prompt_mode not in PROMPT_MODES:
         raise ValueError(f"prompt_mode must be one of {', '.join(PROMPT_MODES)}")

@@ -29,7 +29,8 @@ from django.db import transaction
 from django.db.models import Count, QuerySet
 
 from training.llm import RetryPolicy
-from training.stage2.generators import Generator, is_endpoint_spec, make_generator
+from training.stage2.generation import Generator
+from training.stage2.generators import is_endpoint_spec, make_generator
 from training.stage2.prompts import prompt_versions
 from webapp.catalog.models import Dataset, Image, QuestionItem
 from webapp.catalog.thumbnails import NoStoredBytes, read_stored_bytes
@@ -127,7 +128,7 @@ def start_trajectory_run(
     (chosen per item by ``seed``); empty means M writes A_0. ``object_vocabulary`` overrides
     the phrases the object injection draws from (default: the dataset's most frequent).
     """
-    from workers.tasks.runs import plan_run
+    from webapp.jobs.tasks import plan_run
 
     m, rm = (m or "").strip() or default_m_spec(), (rm or "").strip() or default_rm_spec()
     for name, value in (("m", m), ("rm", rm)):

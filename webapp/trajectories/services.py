@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 
 from training.formats import ERROR_TYPES
 from webapp.core import leases
@@ -358,10 +358,13 @@ def record_creation(trajectory: Trajectory, *, user=None, run=None) -> Trajector
     )
 
 
-def load_document(trajectory_id: int) -> Trajectory:
-    """The trajectory with image, dataset, run and steps: three queries (one for the steps)."""
+def load_document(trajectory_id: int, *, within: QuerySet[Trajectory] | None = None) -> Trajectory:
+    """The trajectory with image, dataset, run and steps: three queries (one for the steps).
+
+    ``within`` narrows where it is looked for (the trajectories a user may open)."""
     return (
-        Trajectory.objects.select_related("image", "dataset", "run", "updated_by")
+        (Trajectory.objects.all() if within is None else within)
+        .select_related("image", "dataset", "run", "updated_by")
         .prefetch_related(Prefetch("steps", queryset=TrajectoryStep.objects.order_by("k")))
         .get(pk=trajectory_id)
     )

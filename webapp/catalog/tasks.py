@@ -2,33 +2,16 @@
 
 Enqueue through ``webapp.catalog.services.enqueue_thumbnails`` (chunks the ids and uses
 ``delay_on_commit``) rather than calling the task directly with a whole import's ids.
+Task names carry their queue (``fgam.<queue>.<name>``) so routing is explicit.
 """
 
 from __future__ import annotations
 
-from celery import shared_task
-from django.db import InterfaceError, OperationalError
-
-try:  # S3 storage through django-storages; absent when boto is not installed
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError
-except ImportError:  # pragma: no cover
-    BotoConnectionError = HTTPClientError = ConnectionError  # type: ignore[misc,assignment]
-
-# Failures worth retrying with backoff: the database or the storage was briefly unreachable.
-# Anything about one image itself (corrupt bytes, a missing file) is permanent, is recorded in
-# the Run by the service and never reaches the task.
-TRANSIENT_ERRORS = (
-    OperationalError,
-    InterfaceError,
-    ConnectionError,
-    TimeoutError,
-    BotoConnectionError,
-    HTTPClientError,
-)
+from webapp.core.retry import TRANSIENT_ERRORS
+from workers.celery_app import app
 
 
-@shared_task(
+@app.task(
     bind=True,
     name="fgam.default.make_thumbnails",
     queue="default",
@@ -46,7 +29,7 @@ TRANSIENT_ERRORS = (
 )
 def make_thumbnails(self, image_ids: list[int]) -> dict:
     """Thumbnail and probe ``image_ids``; returns the Run's id, status and counts."""
-    # Imported here because Celery loads task modules before Django's apps are ready.
+    # Imported when the task runs: the service module imports this one to enqueue.
     from webapp.catalog.services import process_new_images
 
     run = process_new_images(image_ids=image_ids, task_id=self.request.id or "")

@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from webapp.core.retry import TRANSIENT_ERRORS
+from workers.celery_app import app
 
-from workers.tasks.catalog import TRANSIENT_ERRORS
 
-
-@shared_task(
+@app.task(
     name="fgam.default.export_version",
     queue="default",
     # A redelivered export starts over in a new temporary folder; a ready version is skipped.
@@ -34,7 +33,7 @@ def export_version(version_id: int) -> dict:
     return {"version": version_id, "status": version.status, "sha256": version.content_sha256}
 
 
-@shared_task(
+@app.task(
     name="fgam.gpu.train",
     queue="gpu",
     # Not acks_late: a training run is not cheap to start twice; a lost worker fails the job.
@@ -47,7 +46,7 @@ def train(job_id: int) -> dict:
     return {"job": job_id, "status": job.status if job else "skipped"}
 
 
-@shared_task(bind=True, name="fgam.default.deliver_webhook", queue="default", max_retries=None)
+@app.task(bind=True, name="fgam.default.deliver_webhook", queue="default", max_retries=None)
 def deliver_webhook(self, delivery_id: int) -> dict:
     from webapp.exports.webhooks import attempt_delivery, retry_delay
 

@@ -1,26 +1,31 @@
-"""Pseudo-label and caption runs: planning and one task per batch, routed by name.
+"""Runs (pseudo-label, caption, trajectory): planning, and one task per batch routed by name.
 
 - ``fgam.default.plan_run``: writes a run's batches (keyset over ids) and hands out the first.
 - ``fgam.gpu.pseudo_label_batch``: Grounding DINO on one batch of images.
 - ``fgam.gpu.caption_batch_local``: a local image-to-text model on one batch of regions.
 - ``fgam.llm.caption_batch``: an OpenAI-compatible endpoint on one batch of regions.
 - ``fgam.default.caption_batch_template``: the template captioner (no model, no GPU).
+- ``fgam.llm.trajectory_batch``: trajectories where M and the RM are both OpenAI-compatible
+  endpoints (I/O bound; many items in flight at once inside the task).
+- ``fgam.gpu.trajectory_batch_local``: trajectories where M or the RM is a local
+  ``transformers`` model, loaded once per worker process.
 
 Every batch task takes a ``RunBatch`` id. ``acks_late`` with ``reject_on_worker_lost``: a batch
 whose worker died is delivered again, which is safe because the services write idempotently
-(deterministic region keys, conditional caption updates, a conditional finish that counts once).
-Transient failures (the database or storage briefly away) retry with backoff; anything else
-fails the batch with its reason, and the run goes on with its other batches.
+(deterministic region keys, conditional caption updates, a batch of trajectories that runs
+again skips the items it already wrote by ``Trajectory.source_key``, a conditional finish that
+counts once). Transient failures (the database or storage briefly away) retry with backoff;
+anything else fails the batch with its reason, and the run goes on with its other batches.
 """
 
 from __future__ import annotations
 
 import logging
 
-from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from workers.tasks.catalog import TRANSIENT_ERRORS
+from webapp.core.retry import TRANSIENT_ERRORS
+from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 
@@ -58,35 +63,35 @@ def _run_batch(task, process, batch_id: int) -> dict:
     return {"batch": batch_id, "status": "done"}
 
 
-@shared_task(name="fgam.gpu.pseudo_label_batch", queue="gpu", **BATCH_OPTIONS)
+@app.task(name="fgam.gpu.pseudo_label_batch", queue="gpu", **BATCH_OPTIONS)
 def pseudo_label_batch(self, batch_id: int) -> dict:
     from webapp.jobs.pseudo_label import process_pseudo_label_batch
 
     return _run_batch(self, process_pseudo_label_batch, batch_id)
 
 
-@shared_task(name="fgam.gpu.caption_batch_local", queue="gpu", **BATCH_OPTIONS)
+@app.task(name="fgam.gpu.caption_batch_local", queue="gpu", **BATCH_OPTIONS)
 def caption_batch_local(self, batch_id: int) -> dict:
     from webapp.jobs.captioning import process_caption_batch
 
     return _run_batch(self, process_caption_batch, batch_id)
 
 
-@shared_task(name="fgam.llm.caption_batch", queue="llm", **BATCH_OPTIONS)
+@app.task(name="fgam.llm.caption_batch", queue="llm", **BATCH_OPTIONS)
 def caption_batch(self, batch_id: int) -> dict:
     from webapp.jobs.captioning import process_caption_batch
 
     return _run_batch(self, process_caption_batch, batch_id)
 
 
-@shared_task(name="fgam.default.caption_batch_template", queue="default", **BATCH_OPTIONS)
+@app.task(name="fgam.default.caption_batch_template", queue="default", **BATCH_OPTIONS)
 def caption_batch_template(self, batch_id: int) -> dict:
     from webapp.jobs.captioning import process_caption_batch
 
     return _run_batch(self, process_caption_batch, batch_id)
 
 
-@shared_task(
+@app.task(
     bind=True,
     name="fgam.default.plan_run",
     queue="default",
@@ -123,3 +128,22 @@ def _items_for(kind: str):
 
         return selected_questions
     return selected_images if kind == Run.Kind.PSEUDO_LABEL else selected_regions
+
+
+@app.task(name="fgam.llm.trajectory_batch", queue="llm", **BATCH_OPTIONS)
+def trajectory_batch(self, batch_id: int) -> dict:
+    from webapp.jobs.trajectories import process_trajectory_batch
+
+    return _run_batch(self, process_trajectory_batch, batch_id)
+
+
+@app.task(name="fgam.gpu.trajectory_batch_local", queue="gpu", **BATCH_OPTIONS)
+def trajectory_batch_local(self, batch_id: int) -> dict:
+    from webapp.jobs.trajectories import process_trajectory_batch
+
+    return _run_batch(self, process_trajectory_batch, batch_id)
+
+
+def trajectory_task_for(parameters: dict):
+    """The task (and so the queue) of a trajectory run with these parameters."""
+    return trajectory_batch_local if parameters.get("queue") == "gpu" else trajectory_batch

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from workers.celery_app import app
 
-@shared_task(
+
+@app.task(
     name="fgam.gpu.generate_responses",
     queue="gpu",
     # Redelivery is safe: the service claims the system (queued -> running) before it works.
