@@ -30,6 +30,7 @@ demo: setup
 	$(DEV_ENV) $(BIN)/python manage.py create_demo_users
 	$(DEV_ENV) $(BIN)/python manage.py make_demo
 	$(DEV_ENV) $(BIN)/python manage.py make_demo_stage2
+	$(DEV_ENV) $(BIN)/python manage.py make_demo_models
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

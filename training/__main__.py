@@ -51,7 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return command(argv[1:])
+    from training.models_available import ModelNotAvailable
+
+    try:
+        return command(argv[1:])
+    except ModelNotAvailable as error:
+        # One line the job page shows as the reason; a traceback would only bury it.
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -49,15 +49,24 @@ def from_xywh(x: float, y: float, w: float, h: float) -> Box:
     return (float(x), float(y), float(x) + float(w), float(y) + float(h))
 
 
-def fit_box(box: Box, width: int, height: int, tolerance: float) -> FittedBox:
-    """Validate ``box`` against its image, clipping a spill of at most ``tolerance`` pixels.
+def fit_box(box: Box, width: int, height: int, tolerance: float | None = None) -> FittedBox:
+    """Validate ``box`` against its image and clip it to the image.
 
-    Real annotation files (Visual Genome above all) hold boxes a few pixels past the edge;
-    those are clipped and reported. A box further out, empty or not finite is an error.
+    Real annotation files hold boxes past the edge (Visual Genome's spill by tens or hundreds
+    of pixels), so by default (``tolerance=None``) any box that overlaps the image is clipped to
+    it and reported as clipped. A number makes it strict: a spill of more than ``tolerance``
+    pixels is an error. A box with no area inside the image, empty or not finite is always an
+    error.
 
-    >>> fit_box((-2, 0, 50, 101), 100, 100, tolerance=4)
+    >>> fit_box((-2, 0, 50, 101), 100, 100)
     FittedBox(box=(0.0, 0.0, 50.0, 100.0), clipped=True)
-    >>> fit_box((0, 0, 0, 10), 100, 100, tolerance=4)
+    >>> fit_box((0, 0, 300, 50), 100, 100).box
+    (0.0, 0.0, 100.0, 50.0)
+    >>> fit_box((0, 0, 300, 50), 100, 100, tolerance=4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    training.geometry.BoxError: box [0, 0, 300, 50] lies 200 px outside the 100x100 image ...
+    >>> fit_box((0, 0, 0, 10), 100, 100)
     Traceback (most recent call last):
     ...
     training.geometry.BoxError: box has zero or negative size: [0, 0, 0, 10]
@@ -68,16 +77,16 @@ def fit_box(box: Box, width: int, height: int, tolerance: float) -> FittedBox:
         raise BoxError(f"box has a non-finite coordinate: {shown}")
     if x1 <= x0 or y1 <= y0:
         raise BoxError(f"box has zero or negative size: {shown}")
+    cx0, cy0 = max(x0, 0.0), max(y0, 0.0)
+    cx1, cy1 = min(x1, float(width)), min(y1, float(height))
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise BoxError(f"box {shown} lies outside the {width}x{height} image (no area inside it)")
     spill = max(-x0, -y0, x1 - width, y1 - height, 0.0)
-    if spill > tolerance:
+    if tolerance is not None and spill > tolerance:
         raise BoxError(
             f"box {shown} lies {spill:g} px outside the {width}x{height} image "
             f"(at most {tolerance:g} px is clipped)"
         )
-    cx0, cy0 = max(x0, 0.0), max(y0, 0.0)
-    cx1, cy1 = min(x1, float(width)), min(y1, float(height))
-    if cx1 <= cx0 or cy1 <= cy0:
-        raise BoxError(f"box {shown} has no area inside the {width}x{height} image")
     return FittedBox((cx0, cy0, cx1, cy1), clipped=spill > 0)
 
 

@@ -66,6 +66,21 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
     return _parse(name, default, parse, f"a number{bound}")
 
 
+def env_optional_float(name: str, *, minimum: float | None = None) -> float | None:
+    """A number, or ``None`` when the variable is unset, empty or ``none``."""
+
+    def parse(raw: str) -> float | None:
+        if raw.lower() == "none":
+            return None
+        value = float(raw)
+        if value != value or (minimum is not None and value < minimum):
+            raise ValueError(raw)
+        return value
+
+    bound = f" >= {minimum}" if minimum is not None else ""
+    return _parse(name, None, parse, f"a number{bound} or none")
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     def parse(raw: str) -> list[str]:
         items = [item.strip() for item in raw.split(",")]
@@ -83,3 +98,18 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
         return raw
 
     return _parse(name, default, parse, f"one of {', '.join(choices)}")
+
+
+_RATE_PERIODS = ("s", "sec", "m", "min", "h", "hour", "d", "day")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, ``<requests>/<period>`` (period: s, m, h or d, or sec, min, ...)."""
+
+    def parse(raw: str) -> str:
+        count, _, period = raw.partition("/")
+        if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+            raise ValueError(raw)
+        return raw
+
+    return _parse(name, default, parse, "a rate such as 10/min (period: s, min, hour or day)")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from training.devices import resolve_device, resolve_dtype
+from training.models_available import check_model
 from workers.region_captions import CaptionOutcome, RegionCrops, RegionToCaption
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ LOCAL_CHAT_PROMPT = (
 
 @functools.cache
 def _load_local(model: str, device: str, dtype: str) -> tuple[Any, Any]:
+    check_model(model, role="captioner")  # before torch loads: a missing model fails at once
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.devices import resolve_device, resolve_dtype
+from training.models_available import ModelNotAvailable, check_model
 from workers.detection import Detector, DetectorError
 from workers.detection_prompts import PromptChunk, phrase_token_ids, sanitise_phrase
 
@@ -213,4 +214,8 @@ def _load(model: str, device: str, dtype: str, backend: str) -> Detector:
     log.info("loading detector %s (%s, %s, %s)", model, backend, device, dtype)
     if backend == "groundingdino-py":
         return GroundingDinoPyDetector(model, device, dtype)
+    try:  # before torch and transformers load: a missing model fails at once, in one line
+        check_model(model, role="detector")
+    except ModelNotAvailable as exc:
+        raise DetectorError(str(exc)) from None
     return TransformersDetector(model, device, dtype)

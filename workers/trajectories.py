@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from training.llm import run_sync
-from training.stage2.generators import EndpointGenerator, Generation, GenerationError, Generator
+from training.stage2.generation import Generation, GenerationError, Generator
+from training.stage2.generators import EndpointGenerator
 from training.stage2.loop import Rectification, rectify
 from training.stage2.prompts import evidence_text
 from workers.seeded_errors import Injection, InjectionImpossible, inject_error

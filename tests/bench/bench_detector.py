@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.workers.tiny_models import build_tiny_grounding_dino
 from workers.detection import DetectorParams
 from workers.grounding_dino import load_detector
+from workers.tiny_models import build_tiny_grounding_dino
 
 ROOT = Path(__file__).resolve().parents[2]
 PHRASES = ["dog", "red car", "man on a bike", "tree", "white house", "kite", "cup", "sign"]

@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from tests.catalog.factories import DatasetFactory
     from tests.jobs.conftest import stored_scene
-    from tests.workers.tiny_models import build_tiny_grounding_dino
     from webapp.catalog.models import Image
     from webapp.catalog.thumbnails import read_stored_bytes
     from webapp.jobs.models import Run
@@ -95,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     from webapp.regions.models import Region
     from workers.detection import DetectorParams
     from workers.grounding_dino import load_detector
+    from workers.tiny_models import build_tiny_grounding_dino
 
     model = str(build_tiny_grounding_dino(media / "tiny-grounding-dino"))
     warmup = DatasetFactory(name="warmup")

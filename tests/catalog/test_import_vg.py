@@ -106,7 +106,44 @@ def test_with_skip_the_real_quirks_leave_the_good_regions(
     report = run_vg(tmp_path, images, descriptions, image_data, on_error="skip")
 
     assert report.regions_new == 2 and report.skipped_records == 2
-    assert "lies 462 px outside the 64x48 image" in str(report.errors[1])
+    assert "lies outside the 64x48 image (no area inside it)" in str(report.errors[1])
+
+
+def test_boxes_spilling_far_past_the_edge_are_clipped_and_one_outside_is_an_error(
+    tmp_path, images, descriptions, image_data
+):
+    descriptions[0]["regions"] += [
+        region(12, 1, 50, 10, 28, 10),  # x1 = 78: 14 px past the 64 px wide image
+        region(13, 1, -200, 5, 230, 20),  # x0 = -200: 200 px past the left edge
+        region(14, 1, 100, 60, 10, 10),  # wholly outside the 64x48 image
+    ]
+
+    report = run_vg(tmp_path, images, descriptions, image_data, on_error="skip")
+
+    assert (report.regions_new, report.clipped_boxes, report.skipped_records) == (5, 3, 1)
+    assert Region.objects.get(source_key="vg:region:12").box == [50, 10, WIDTH, 20]
+    assert Region.objects.get(source_key="vg:region:13").box == [0, 5, 30, 25]
+    (error,) = report.errors
+    assert str(error) == (
+        f"{tmp_path / 'region_descriptions.json'}: [0].regions[4] (region_id 14): "
+        "x/y/width/height: box [100, 60, 110, 70] lies outside the 64x48 image "
+        "(no area inside it)"
+    )
+    assert not Region.objects.filter(source_key="vg:region:14").exists()
+
+
+def test_a_numeric_clip_tolerance_makes_the_import_strict(
+    tmp_path, images, descriptions, image_data, settings
+):
+    settings.FGAM_BOX_CLIP_TOLERANCE = 4
+    descriptions[0]["regions"].append(region(12, 1, 50, 10, 28, 10))
+
+    with pytest.raises(ImportFailed) as failed:
+        run_vg(tmp_path, images, descriptions, image_data)
+
+    (error,) = failed.value.report.errors
+    assert "(region_id 12)" in str(error)
+    assert "lies 14 px outside the 64x48 image (at most 4 px is clipped)" in str(error)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.env import env_bool, env_float, env_int, env_list
+from webapp.env import env_bool, env_float, env_int, env_list, env_optional_float
 
 
 def settings_error(**env: str) -> str:
@@ -36,6 +36,19 @@ def test_a_bad_integer_or_number_names_the_variable(monkeypatch):
     monkeypatch.setenv("FGAM_BOX_THRESHOLD", "nan")
     with pytest.raises(ImproperlyConfigured, match="FGAM_BOX_THRESHOLD"):
         env_float("FGAM_BOX_THRESHOLD", 0.35)
+
+
+def test_the_box_clip_tolerance_is_unset_none_or_a_number(monkeypatch):
+    name = "FGAM_BOX_CLIP_TOLERANCE"
+    monkeypatch.delenv(name, raising=False)
+    assert env_optional_float(name, minimum=0.0) is None
+    monkeypatch.setenv(name, "None")
+    assert env_optional_float(name, minimum=0.0) is None
+    monkeypatch.setenv(name, "4")
+    assert env_optional_float(name, minimum=0.0) == 4.0
+    monkeypatch.setenv(name, "-1")
+    with pytest.raises(ImproperlyConfigured, match=r"is not a number >= 0\.0 or none"):
+        env_optional_float(name, minimum=0.0)
 
 
 def test_an_empty_host_in_a_list_is_rejected(monkeypatch):

@@ -88,7 +88,8 @@ def test_the_job_form_shows_the_defaults_of_the_chosen_kind(reviewed, tmp_path):
     browser = Client()
     browser.force_login(make_user("cur", CURATOR))
     stage1 = browser.get(f"/versions/{version.pk}/").content.decode()
-    assert "&quot;rtcl" not in stage1 and "&quot;beta&quot;: 0.5" in stage1
+    assert "&quot;vision_tower" not in stage1 and "&quot;beta&quot;: 0.5" in stage1
+    assert "&quot;rtcl_reduction&quot;: &quot;paper&quot;" in stage1  # Eq. 1 scale by default
     sft = browser.get(
         f"/versions/{version.pk}/?kind=stage2_sft",
         headers={"HX-Request": "true", "HX-Target": "job-config"},

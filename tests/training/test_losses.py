@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from training.config import ConfigError
 from training.geometry import RELATIONS
 from training.stage1.batching import same_image_pairs
+from training.stage1.config import Stage1Config
 from training.stage1.losses import ITCLoss, RTCLoss, SCCLoss, Stage1Loss
 from training.stage1.model import RelationPredictor, roi_align_pool
 
 
-def reference_infonce(v, t, ids, scale, mask):
-    """Eq. 1 with the standard text->region denominator, one pair at a time."""
+def reference_infonce(v, t, ids, scale, mask, sum_directions=False):
+    """Eq. 1 with the standard text->region denominator, one pair at a time.
+
+    ``sum_directions`` is Eq. 1 as written (-1/B sum of both terms); otherwise the two
+    directions are averaged (CLIP), half of it.
+    """
     n = v.shape[0]
     total = v.new_zeros(())
     for i in range(n):
@@ -24,7 +31,7 @@ def reference_infonce(v, t, ids, scale, mask):
         t2v = torch.stack([scale * t[i].dot(v[j]) for j in keep])
         own = keep.index(i)
         total = total - (v2t[own] - torch.logsumexp(v2t, 0)) - (t2v[own] - torch.logsumexp(t2v, 0))
-    return total / (2 * n)
+    return total / n if sum_directions else total / (2 * n)
 
 
 def leaves(n, d, seed, duplicates):
@@ -40,15 +47,68 @@ def grads(loss, tensors):
     return torch.autograd.grad(loss, tensors)
 
 
-@pytest.mark.parametrize("module", [RTCLoss, ITCLoss])
+@pytest.mark.parametrize(
+    ("module", "sum_directions"),
+    [
+        (RTCLoss, True),  # the default: Eq. 1's scale
+        (lambda mask_duplicates: RTCLoss(mask_duplicates, reduction="mean"), False),
+        (ITCLoss, False),
+    ],
+    ids=["rtcl-paper", "rtcl-mean", "itcl"],
+)
 @pytest.mark.parametrize("mask", [True, False])
-def test_contrastive_losses_match_the_equation_in_value_and_gradient(module, mask):
+def test_contrastive_losses_match_the_equation_in_value_and_gradient(module, sum_directions, mask):
     v, t, ids, scale = leaves(24, 16, seed=3, duplicates=8)  # duplicates: masking matters
     (fast,) = module(mask_duplicates=mask)(v, t, ids, scale).values()
-    slow = reference_infonce(v, t, ids.tolist(), scale, mask)
+    slow = reference_infonce(v, t, ids.tolist(), scale, mask, sum_directions)
     torch.testing.assert_close(fast, slow)
     for a, b in zip(grads(fast, (v, t, scale)), grads(slow, (v, t, scale)), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def hand_batch():
+    """Two unit region vectors and two captions, 1/tau = 1, so the logits are plain dot products.
+
+    v = [[1, 0], [0, 1]], e = [[1, 0], [0.6, 0.8]]:
+    region->text logits [[1, 0.6], [0, 0.8]], text->region logits [[1, 0], [0.6, 0.8]].
+    Each -log softmax of the matched pair is log(1 + exp(other - own)):
+    log(1 + e^-0.4) = 0.5130153, log(1 + e^-0.8) = 0.3711007 (region->text),
+    log(1 + e^-1) = 0.3132617, log(1 + e^-0.2) = 0.5981389 (text->region); sum 1.7955165.
+    """
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    e = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
+    return v, e, torch.tensor([0, 1]), torch.tensor(1.0, dtype=torch.float64)
+
+
+def test_rtcl_has_eq_1_scale_by_default_and_half_of_it_as_the_mean_option():
+    batch = hand_batch()
+    paper = RTCLoss()(*batch)["rtcl_loss"]
+    mean = RTCLoss(reduction="mean")(*batch)["rtcl_loss"]
+    itcl = ITCLoss()(*batch)["itcl_loss"]
+
+    assert paper.item() == pytest.approx(1.7955165 / 2, abs=1e-6)  # -1/B * sum of both terms
+    assert mean.item() == pytest.approx(1.7955165 / 4, abs=1e-6)
+    assert itcl.item() == pytest.approx(1.7955165 / 4, abs=1e-6)  # CLIP: mean of directions
+
+
+def test_beta_weights_eq_1_as_written_in_the_combined_loss():
+    v, e, ids, scale = hand_batch()
+    out = {"region_emb": v, "text_emb": e, "logit_scale": scale}
+    batch = SimpleNamespace(region_caption_index=torch.tensor([0, 1]), text_ids=ids)
+
+    paper = Stage1Loss(0.0, 0.5, 0.0)(out, batch)["loss"]
+    mean = Stage1Loss(0.0, 0.5, 0.0, rtcl_reduction="mean")(out, batch)["loss"]
+
+    assert paper.item() == pytest.approx(0.5 * 1.7955165 / 2, abs=1e-6)
+    assert mean.item() == pytest.approx(0.25 * 1.7955165 / 2, abs=1e-6)
+
+
+def test_an_unknown_rtcl_reduction_is_refused():
+    with pytest.raises(ValueError, match="paper, mean"):
+        RTCLoss(reduction="sum")
+    config = Stage1Config(rtcl_reduction="sum")
+    with pytest.raises(ConfigError, match="rtcl_reduction is 'paper' or 'mean'"):
+        config.validate()
 
 
 def test_masking_changes_the_loss_when_captions_repeat():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -193,3 +194,51 @@ def test_the_checkpoint_loads_as_a_llava_vision_tower(tiny_clip, small_version, 
         before = original.vision_model(pixels, output_hidden_states=True).hidden_states[-2]
     torch.testing.assert_close(hidden, expected)
     assert not torch.allclose(hidden, before)  # the trained weights, not the starting ones
+
+
+def test_max_text_tokens_above_the_text_models_limit_is_clamped_and_said_once(
+    tiny_clip, tmp_path, monkeypatch, caplog
+):
+    from transformers import AutoTokenizer
+
+    from training.data import synthetic
+
+    plain = synthetic.make_sample
+
+    def long_caption(rng, size):
+        png, record = plain(rng, size)
+        record["caption"] = ", ".join([record["caption"]] * 4)  # far past 32 tokens
+        return png, record
+
+    monkeypatch.setattr(synthetic, "make_sample", long_caption)
+    version = synthetic.write_version(tmp_path / "long", images=12, shard_size=12)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip)
+    assert len(tokenizer(", ".join(["a red square left of a blue circle"] * 4))["input_ids"]) > 32
+
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="training.stage1.train"):
+        code = main(
+            [
+                "stage1",
+                "--data",
+                str(version),
+                "--out",
+                str(run),
+                f"model={tiny_clip}",  # max_position_embeddings=32
+                "max_text_tokens=100",
+                "batch_size=4",
+                "max_steps=2",
+                "log_every=1",
+                "num_workers=0",
+                "holdout_fraction=0.2",
+            ]
+        )
+
+    assert code == 0
+    said = [r.getMessage() for r in caplog.records if "max_text_tokens" in r.getMessage()]
+    assert said == [
+        "max_text_tokens=100 is more than the text model's max_position_embeddings=32: "
+        "captions are truncated to 32 tokens"
+    ]
+    assert all(math.isfinite(line["loss"]) for line in lines(run / "metrics.jsonl"))
+    assert json.loads((run / "config.json").read_text())["max_text_tokens"] == 100

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from tests.workers.llm_server import COMPLETION_TOKENS, PROMPT_TOKENS, LLMServer, images_in
-from tests.workers.tiny_models import build_tiny_blip
 from training import llm
 from training.formats import position_words
 from training.llm import estimate_cost
@@ -21,6 +20,7 @@ from workers import captioning
 from workers.captioning import make_captioner, template_caption
 from workers.captioning_llm import LLM_PROMPT_VERSION
 from workers.region_captions import CaptionOutcome, RegionToCaption
+from workers.tiny_models import build_tiny_blip
 
 W, H = 300, 200
 

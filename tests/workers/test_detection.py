@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.workers.tiny_models import build_tiny_grounding_dino
 from workers import detection
 from workers.detection import Detection, DetectorError, DetectorParams, nms_per_phrase
 from workers.detection_prompts import normalise_vocabulary, phrases_from_caption
 from workers.grounding_dino import load_detector, pad_and_stack
+from workers.tiny_models import build_tiny_grounding_dino
 
 EVERYTHING = DetectorParams(box_threshold=0.0, text_threshold=0.0, nms_iou=1.0)
 VOCABULARY = normalise_vocabulary(

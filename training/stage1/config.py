@@ -38,6 +38,11 @@ class Stage1Config:
     alpha: float = option(1.0, "weight of ITCL, the global image-caption InfoNCE (0 skips it)")
     beta: float = option(0.5, "weight of RTCL, Eq. 1, region-caption InfoNCE (0 skips it)")
     gamma: float = option(0.2, "weight of SCC, Eq. 2, relation cross-entropy (0 skips it)")
+    rtcl_reduction: str = option(
+        "paper",
+        "RTCL scale: 'paper' sums the two directions as Eq. 1 does; 'mean' averages them (CLIP's "
+        "convention, half of Eq. 1, so beta weighs it half as much). ITCL is always the mean",
+    )
     scc_class_weights: str = option(
         "none", "SCC class weights: 'none', or 'inverse_sqrt' of the class counts of the batch"
     )
@@ -91,6 +96,8 @@ class Stage1Config:
             raise ConfigError("alpha, beta and gamma are all 0: nothing to train")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("batch_size and grad_accum must be >= 1")
+        if self.rtcl_reduction not in ("paper", "mean"):
+            raise ConfigError("rtcl_reduction is 'paper' or 'mean'")
         if self.scc_class_weights not in ("none", "inverse_sqrt"):
             raise ConfigError("scc_class_weights is 'none' or 'inverse_sqrt'")
         if self.precision not in ("auto", "bf16", "fp32"):

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from training.config import ConfigError, command_parser, help_text, resolve_args
+from training.models_available import check_model
 from training.stage1.config import Stage1Config
 
 
@@ -25,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # Before torch and transformers load (seconds): a missing model fails at once.
+    check_model(config.model, role="Stage-1 CLIP (model=)")
     from training.stage1.train import train  # heavy imports only once the config is valid
 
     result = train(config, args.data, args.out)

@@ -15,6 +15,7 @@ A run directory holds::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -47,11 +48,16 @@ from training.stage1.model import RegionCLIP
 
 TERMS = ("itcl_loss", "rtcl_loss", "scc_loss")
 
+log = logging.getLogger(__name__)
+
 
 def load_clip(path: str) -> tuple[Any, Any, Any]:
     """CLIPModel, tokenizer and image processor from a model id or a local folder."""
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
+    from training.models_available import check_model
+
+    check_model(path, role="Stage-1 CLIP (model=)")
     clip = CLIPModel.from_pretrained(path)
     return clip, AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path)
 
@@ -101,6 +107,24 @@ def check_resumable(out: Path, config: Stage1Config) -> None:
             f"{out}/config.json differs in {', '.join(changed)}: resuming must continue the same "
             "run (use another --out, or resume=false to start over there)"
         )
+
+
+def text_token_limit(requested: int, clip: Any, *, announce: bool) -> int:
+    """``max_text_tokens`` clamped to the text tower's ``max_position_embeddings`` (77 for
+    OpenAI CLIP): a longer caption would crash its position embedding. Said once, on the main
+    rank, when it clamps; config.json keeps the value asked for."""
+    limit = int(clip.config.text_config.max_position_embeddings)
+    if requested <= limit:
+        return requested
+    if announce:
+        log.warning(
+            "max_text_tokens=%d is more than the text model's max_position_embeddings=%d: "
+            "captions are truncated to %d tokens",
+            requested,
+            limit,
+            limit,
+        )
+    return limit
 
 
 def rng_state() -> dict[str, Any]:
@@ -184,6 +208,7 @@ def train(config: Stage1Config, data: str | Path, out: str | Path) -> dict[str, 
             truncate_metrics(out / name, step)
 
     vision = clip.config.vision_config
+    text_tokens = text_token_limit(config.max_text_tokens, clip, announce=rt.main)
     builder = BatchBuilder(
         version,
         tokenizer,
@@ -191,7 +216,7 @@ def train(config: Stage1Config, data: str | Path, out: str | Path) -> dict[str, 
         tuple(processor.image_mean),
         tuple(processor.image_std),
         config.max_regions_per_image,
-        config.max_text_tokens,
+        text_tokens,
     )
     stream = Stage1Stream(
         version,
@@ -218,6 +243,7 @@ def train(config: Stage1Config, data: str | Path, out: str | Path) -> dict[str, 
         config.gamma,
         mask_duplicates=config.mask_duplicate_captions,
         scc_class_weights=config.scc_class_weights,
+        rtcl_reduction=config.rtcl_reduction,
     )
     need = {
         "need_image": weights["itcl"] > 0,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import ConfigError, command_parser, help_text, resolve_args
+from training.models_available import check_model
 from training.stage2.config import HYBRID_PRESETS, HybridConfig, RLConfig, SFTConfig
 from training.stage2.rl import is_main_process, pin_cuda_device, train_rl
 
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ).parse_args(argv)
     try:
         config = resolve_args(HybridConfig, args)
+        check_model(config.sft.model, role="the model to train (model=)")
         pin_cuda_device(config.sft.device)
         result = run_hybrid(config, args.data, args.out)
     except (ConfigError, DatasetVersionError) as err:

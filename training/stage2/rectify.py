@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.stage2.generators import Generator, close_all, make_generator
+from training.models_available import check_model
+from training.stage2.generation import Generator
+from training.stage2.generators import close_all, make_generator
 from training.stage2.loop import Rectification, rectify
 from training.stage2.prompts import evidence_text
 
@@ -310,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DatasetVersionError as err:
             print(f"error: --version: {err}", file=sys.stderr)
             return 2
+    check_model(args.model, role="M (--model)")
+    check_model(args.rm, role="the RM (--rm)")
     rows = parse_rows(data)
     m, rm = make_pair(args)
 

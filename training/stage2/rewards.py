@@ -6,7 +6,10 @@ The policy M writes A_{k+1} from (I, Q, A_k, F_k). Its reward is the sum, weight
 - ``rm``: the rectification module judges (I, Q, A_{k+1}) with the critique prompt it was
   trained on; +1 (``accept``) when it answers "No further corrections needed.", otherwise a
   penalty (``reject``). This is the paper's "positive reward when A_{k+1} is visually
-  consistent, negative for hallucinations".
+  consistent, negative for hallucinations". An empty or unusable critique (no letter or digit
+  at all, as a local RM that stops at once returns) is never acceptance: it scores ``reject``,
+  is counted as ``rm/unusable`` and logged. (The rectification loop still stops on an empty
+  F_k, §3.3.3; only the reward refuses to read one as a verdict.)
 - ``format``: 0 for a clean answer, a penalty for an empty one or one that leaks the prompt's
   scaffolding (``Feedback:``, ``Assistant (Revised):``, ``<image>``) or that simply writes the
   stop phrase, which would otherwise be a cheap way to talk a text RM into accepting.
@@ -24,14 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.formats import STOP_PHRASE
-from training.stage2.generators import GenerationError, Generator
-from training.stage2.prompts import critique_prompt, is_stop
+from training.formats import STOP_PHRASE, is_stop
+from training.stage2.generation import GenerationError, Generator
+from training.stage2.prompts import critique_prompt
+
+log = logging.getLogger(__name__)
 
 # TRL hands completions as plain strings for text prompts and as a one-message list
 # ``[{"role": "assistant", "content": ...}]`` for conversational (chat) prompts.
@@ -64,11 +70,30 @@ def completion_text(completion: Completion) -> str:
     return "".join(parts)
 
 
+def is_unusable(feedback: str | None) -> bool:
+    """Whether an RM critique carries no verdict at all: missing, empty, or without a single
+    letter or digit (whitespace, punctuation), which is what a local RM that emits EOS at once
+    or only special tokens decodes to.
+
+    >>> is_unusable("")
+    True
+    >>> is_unusable(" ... ")
+    True
+    >>> is_unusable("No further corrections needed.")
+    False
+    >>> is_unusable("Le chat est à gauche.")
+    False
+    """
+    return feedback is None or not any(ch.isalnum() for ch in feedback)
+
+
 def rm_verdict_reward(feedback: str | None, *, accept: float = 1.0, reject: float = -1.0) -> float:
     """The reward for one RM verdict on A_{k+1}: ``accept`` on the stop phrase, else ``reject``.
 
-    The verdict is read by ``prompts.is_stop``, the same rule the rectification loop stops on,
-    so RL optimises exactly what ends the loop at inference.
+    The verdict is read by ``formats.is_stop``, the same rule the rectification loop stops on,
+    so RL optimises exactly what ends the loop at inference; except that an unusable critique
+    (``is_unusable``: none, empty, no words), which ``is_stop`` reads as "nothing to correct",
+    is a failure here, so a broken RM can never hand out acceptance.
 
     >>> rm_verdict_reward("No further corrections needed.")
     1.0
@@ -76,7 +101,13 @@ def rm_verdict_reward(feedback: str | None, *, accept: float = 1.0, reject: floa
     -1.0
     >>> rm_verdict_reward("The cup is red.", accept=1.0, reject=-0.5)
     -0.5
+    >>> rm_verdict_reward("")
+    -1.0
+    >>> rm_verdict_reward(None)
+    -1.0
     """
+    if is_unusable(feedback):
+        return reject
     return accept if is_stop(feedback) else reject
 
 
@@ -186,12 +217,14 @@ def _column(kwargs: dict[str, Any], name: str, count: int) -> list[Any]:
 class RMReward:
     """The RM as a reward: ``await RMReward(rm)(prompts, completions, question=..., evidence=...)``.
 
-    ``rm`` is any ``generators.Generator`` (a local checkpoint or an OpenAI-compatible
+    ``rm`` is any ``generation.Generator`` (a local checkpoint or an OpenAI-compatible
     endpoint, from ``generators.make_generator``). The critiques of one call go out together,
     at most ``concurrency`` at a time. The image is sent only to a vision RM, read from the
     ``image_path`` column. When a critique fails for good (after the client's retries),
     ``on_error="raise"`` stops training, ``"skip"`` leaves that completion's RM term out (None,
-    which TRL ignores in the weighted sum) and counts it in ``rm/failures``.
+    which TRL ignores in the weighted sum) and counts it in ``rm/failures``. A critique that
+    arrives but is unusable (``is_unusable``: empty or without words) scores ``reject``, is
+    counted in ``rm/unusable`` and logged as a warning.
 
     Each verdict is also logged next to the completion (TRL's ``log_extra``), and the share of
     accepted answers as the ``rm/accept_rate`` metric.
@@ -259,6 +292,15 @@ class RMReward:
             None if f is None else rm_verdict_reward(f, accept=self.accept, reject=self.reject)
             for f in feedback
         ]
+        unusable = [f for f in feedback if f is not None and is_unusable(f)]
+        if unusable:
+            log.warning(
+                "RM %s returned %d unusable critique(s) of %d (e.g. %r), scored as rejections",
+                self.rm.name,
+                len(unusable),
+                count,
+                unusable[0],
+            )
         _log(kwargs, feedback, rewards)
         if self.samples_path is not None and self.samples_per_call > 0:
             self._write_samples(kwargs, questions, completions, feedback, rewards)
@@ -297,8 +339,16 @@ def _log(kwargs: dict[str, Any], feedback: list[str | None], rewards: list[float
     log_extra: Callable[[str, list], None] | None = kwargs.get("log_extra")
     log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
     if log_extra is not None:
-        log_extra("rm_feedback", ["(failed)" if f is None else f for f in feedback])
+        log_extra("rm_feedback", [_shown(f) for f in feedback])
     if log_metric is not None:
         judged = [f for f in feedback if f is not None]
-        log_metric("rm/accept_rate", sum(is_stop(f) for f in judged) / max(1, len(judged)))
+        accepted = sum(not is_unusable(f) and is_stop(f) for f in judged)
+        log_metric("rm/accept_rate", accepted / max(1, len(judged)))
         log_metric("rm/failures", float(sum(r is None for r in rewards)))
+        log_metric("rm/unusable", float(sum(is_unusable(f) for f in judged)))
+
+
+def _shown(feedback: str | None) -> str:
+    if feedback is None:
+        return "(failed)"
+    return f"(unusable: {feedback!r})" if is_unusable(feedback) else feedback

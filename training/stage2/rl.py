@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import ConfigError, command_parser, help_text, resolve_args
+from training.models_available import check_model
 from training.runtime import latest_checkpoint, truncate_metrics
 from training.stage2.config import RLConfig
 from training.stage2.prompts import prompt_versions
@@ -218,6 +219,7 @@ def load_policy(spec: str, config: RLConfig) -> tuple[Any, Any, bool]:
 
     from training.stage2.sft import count_parameters, wants_lora
 
+    check_model(spec, role="the RL policy (model=)")
     model_config = AutoConfig.from_pretrained(spec)
     if getattr(model_config, "vision_config", None) is None:
         raise ConfigError(f"model={spec!r}: the policy must be a vision-language model (LLaVA)")
@@ -370,6 +372,9 @@ def rl_main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    check_model(config.model, role="the RL policy (model=)")
+    if config.rm_weight > 0:
+        check_model(config.rm, role="the reward's RM (rm=)")
     pin_cuda_device(config.device)
     from training.data.version import DatasetVersionError
 

@@ -1,6 +1,7 @@
 """The RL run's ``metrics.jsonl``: TRL's logs as flat lines in the Stage-1/SFT style (``step``,
-``loss``, ``lr``, throughput, plus each reward term, ``kl`` and the RM's accept rate), which the
-web app follows while the job runs. ``training.runtime`` keeps it right across a resume.
+``loss``, ``lr``, throughput, plus each reward term, ``kl``, the RM's accept rate and its
+failed and unusable critiques), which the web app follows while the job runs.
+``training.runtime`` keeps it right across a resume.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ METRIC_KEYS = {
     "frac_reward_zero_std": "frac_reward_zero_std",
     "rm/accept_rate": "rm_accept_rate",
     "rm/failures": "rm_failures",
+    "rm/unusable": "rm_unusable",
 }
 
 

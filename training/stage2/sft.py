@@ -131,6 +131,9 @@ def load_model(config: Stage2Common, runtime: Runtime, *, vision: bool) -> tuple
         AutoTokenizer,
     )
 
+    from training.models_available import check_model
+
+    check_model(config.model, role="the model to train (model=)")
     model_config = AutoConfig.from_pretrained(config.model)
     is_vision = getattr(model_config, "vision_config", None) is not None
     if vision and not is_vision:
@@ -415,6 +418,7 @@ class Window:
 
 def _run(command: str, description: str, cls: type, argv: Sequence[str] | None) -> int:
     from training.data.version import DatasetVersion, DatasetVersionError
+    from training.models_available import check_model
     from training.stage2 import data
 
     args = command_parser(
@@ -425,6 +429,7 @@ def _run(command: str, description: str, cls: type, argv: Sequence[str] | None) 
     ).parse_args(argv)
     try:
         config: Stage2Common = resolve_args(cls, args)
+        check_model(config.model, role=f"the model to train (model=, {command})")
         version = DatasetVersion.open(args.data)
         if isinstance(config, RMConfig):
             vision = config.rm_vision

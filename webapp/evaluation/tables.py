@@ -182,7 +182,8 @@ def table3(
     columns += [Column(_name(names, s), None, "(%)", has_ci=with_ci) for s in others]
     for system in others:
         label = "Reduction" if len(others) == 1 else f"Reduction: {_name(names, system)}"
-        columns.append(Column(label, "up", "(%)", has_ci=with_ci))
+        # No better-direction arrow: the preprint heads this column plain "Reduction (%)".
+        columns.append(Column(label, None, "(%)", has_ci=with_ci))
 
     stored = results.reductions if baseline == results.baseline else {}
 

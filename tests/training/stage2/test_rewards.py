@@ -17,7 +17,8 @@ from tests.workers.llm_server import LLMServer, images_in
 from training.formats import STOP_PHRASE
 from training.llm import RetryPolicy
 from training.stage2 import config, rewards, rl_metrics
-from training.stage2.generators import EndpointGenerator, GenerationError
+from training.stage2.generation import GenerationError
+from training.stage2.generators import EndpointGenerator
 from training.stage2.prompts import critique_prompt
 from training.stage2.rewards import RMReward, rm_verdict_reward
 
@@ -76,7 +77,7 @@ def test_the_rm_reward_judges_each_completion_and_sends_the_group_at_once() -> N
         critique_prompt("Where is the cup?", a, "cup [0, 0, 10, 10]: a red cup") for a in answers
     )
     assert server.max_in_flight == len(answers)  # one batch, not eight round trips
-    assert logged == {"rm/accept_rate": 5 / 8, "rm/failures": 0.0}
+    assert logged == {"rm/accept_rate": 5 / 8, "rm/failures": 0.0, "rm/unusable": 0.0}
     assert reward.last_feedback[0] == STOP_PHRASE
 
 
@@ -134,3 +135,56 @@ def test_the_rm_reward_works_with_the_tiny_local_rm(tiny_rm_dir: Path) -> None:
     ]
     assert reward.last_feedback == direct
     assert got == [rm_verdict_reward(text) for text in direct]
+
+
+def test_an_empty_critique_from_the_tiny_local_rm_is_a_logged_counted_rejection(
+    tiny_rm_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.stage2.local import LocalGenerator
+
+    rm = LocalGenerator.from_pretrained(str(tiny_rm_dir), device="cpu", max_new_tokens=6)
+    eos = rm.tokenizer.eos_token_id
+
+    def always_eos(module: Any, inputs: Any, logits: Any) -> Any:
+        logits = logits.clone()
+        logits[..., eos] = logits.max() + 100.0  # greedy decoding stops at once
+        return logits
+
+    rm.model.lm_head.register_forward_hook(always_eos)
+    assert rm.generate_sync("Question: Q?", max_new_tokens=6).text == ""
+    logged: dict[str, float] = {}
+    extra: dict[str, list[str]] = {}
+    reward = RMReward(rm, accept=1.0, reject=-0.5, max_new_tokens=6)
+
+    with caplog.at_level("WARNING", logger="training.stage2.rewards"):
+        got = call(
+            reward,
+            ["The red circle is left of the cup.", "A blue square."],
+            question=["Where is it?"] * 2,
+            log_metric=lambda n, v: logged.__setitem__(n, v),
+            log_extra=lambda n, v: extra.__setitem__(n, v),
+        )
+
+    assert reward.last_feedback == ["", ""]
+    assert got == [-0.5, -0.5]  # before: +1.0 each, an empty critique read as "no corrections"
+    assert logged == {"rm/accept_rate": 0.0, "rm/failures": 0.0, "rm/unusable": 2.0}
+    assert extra["rm_feedback"] == ["(unusable: '')", "(unusable: '')"]
+    assert "2 unusable critique(s) of 2" in caplog.text
+
+
+def test_an_endpoint_critique_without_words_is_a_rejection_too() -> None:
+    with LLMServer(responder=lambda request: " ... ") as server:
+        logged: dict[str, float] = {}
+        got = call(
+            RMReward(endpoint(server)),
+            ["ab"],
+            question=["Q?"],
+            log_metric=lambda n, v: logged.__setitem__(n, v),
+        )
+    assert got == [-1.0]
+    assert logged["rm/unusable"] == 1.0 and logged["rm/accept_rate"] == 0.0
+
+
+def test_unusable_critiques_reach_metrics_jsonl() -> None:
+    line = rl_metrics.metrics_line({"loss": 0.1, "rm/unusable": 3.0, "rm/failures": 1.0}, 2, 1.0)
+    assert (line["rm_unusable"], line["rm_failures"]) == (3.0, 1.0)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from training.data.version import DatasetVersion
-from training.formats import STOP_PHRASE
+from training.formats import STOP_PHRASE, is_stop
 from training.stage2.config import SFTConfig
 from training.stage2.data import sft_examples
 from training.stage2.local import LocalGenerator
-from training.stage2.prompts import critique_prompt, is_stop
+from training.stage2.prompts import critique_prompt
 from training.stage2.sft import rm_main, sft_main, train_supervised
 
 

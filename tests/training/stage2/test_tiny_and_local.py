@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from training.stage2.generators import Generator, make_generator
+from training.stage2.generation import Generator
+from training.stage2.generators import make_generator
 from training.stage2.local import LocalGenerator
 from training.stage2.tiny import IMAGE, build_tiny_llava, main
 

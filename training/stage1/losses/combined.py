@@ -16,7 +16,9 @@ class Stage1Loss(nn.Module):
     """Weighted sum of the terms; a term whose weight is 0 is not computed at all (ablations).
 
     Returns ``{"loss": total, "itcl_loss": ..., "rtcl_loss": ..., "scc_loss": ...}`` with only
-    the computed terms present.
+    the computed terms present. ``rtcl_reduction`` is ``RTCLoss``'s: "paper" (Eq. 1's sum of the
+    two directions, the default) or "mean" (half of it, CLIP's convention); ITCL is always the
+    mean of its two directions.
     """
 
     def __init__(
@@ -27,11 +29,12 @@ class Stage1Loss(nn.Module):
         *,
         mask_duplicates: bool = True,
         scc_class_weights: str = "none",
+        rtcl_reduction: str = "paper",
     ) -> None:
         super().__init__()
         self.weights = {"itcl": alpha, "rtcl": beta, "scc": gamma}
         self.itcl = ITCLoss(mask_duplicates)
-        self.rtcl = RTCLoss(mask_duplicates)
+        self.rtcl = RTCLoss(mask_duplicates, rtcl_reduction)
         self.scc = SCCLoss(scc_class_weights)
 
     def forward(self, out: dict[str, Any], batch: Any) -> dict[str, torch.Tensor]:

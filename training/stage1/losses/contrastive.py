@@ -20,11 +20,13 @@ def local_symmetric_infonce(
     logit_scale: torch.Tensor,
     *,
     mask_duplicates: bool,
+    sum_directions: bool = False,
 ) -> torch.Tensor:
     """Symmetric InfoNCE of matched rows ``visual[k] <-> text[k]``, against every rank's rows.
 
     visual, text: [n, D] L2-normalised; text_ids: [n] int64, equal for identical caption
-    text; logit_scale: [] (1/tau). Returns this rank's share of the global-mean loss.
+    text; logit_scale: [] (1/tau). Returns this rank's share of the global-mean loss: per row,
+    the mean of the two directions (CLIP), or their sum with ``sum_directions`` (preprint Eq. 1).
 
     With ``mask_duplicates`` a column whose caption text equals the row's own caption is
     removed from the denominator (it is not a negative), in both directions.
@@ -47,4 +49,6 @@ def local_symmetric_infonce(
     ce = F.cross_entropy(logits_v2t, target, reduction="sum") + F.cross_entropy(
         logits_t2v, target, reduction="sum"
     )
-    return ce / 2 * world_size() / total
+    if not sum_directions:
+        ce = ce / 2
+    return ce * world_size() / total

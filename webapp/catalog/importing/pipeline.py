@@ -175,7 +175,11 @@ def _check_arguments(report: ImportReport, dataset: str, images: Path) -> None:
 
 
 def _fit_regions(plan: Plan, loaded: dict[str, LoadedImage], report: ImportReport) -> list:
-    """Check each box against its image's real size; clip small spills, refuse the rest."""
+    """Check each box against its image's real size; clip what overlaps, refuse the rest.
+
+    ``FGAM_BOX_CLIP_TOLERANCE`` (None by default: clip any spill) is the one rule for every
+    importer that fits boxes.
+    """
     tolerance = settings.FGAM_BOX_CLIP_TOLERANCE
     fitted: list[Fitted] = []
     for spec in plan.regions:

@@ -7,8 +7,10 @@ images the regions file does not mention are ignored, so a slice of the regions 
 a slice. The file of image 1 is ``<images>/1.jpg``, or the URL's last one or two path parts
 (``VG_100K_2/1.jpg``), which is how the two official zip files unpack.
 
-Real VG boxes often spill a few pixels past the image edge (clipped and counted) and some have
-zero width or height (errors, so use ``on_error="skip"`` for the full dataset).
+Real VG boxes often spill past the image edge, by a few pixels or by hundreds: a box that
+overlaps its image is clipped to it and counted (``FGAM_BOX_CLIP_TOLERANCE`` makes that strict).
+Some boxes have zero width or height or lie wholly outside the image (errors naming the region,
+so use ``on_error="skip"`` for the full dataset).
 """
 
 from __future__ import annotations

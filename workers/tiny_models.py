@@ -1,4 +1,5 @@
-"""Tiny random-initialised models of the real architectures, built offline for the worker tests.
+"""Tiny random-initialised detector and captioner of the real architectures, built offline: the
+worker tests use them, and ``python manage.py make_demo_models`` writes them for the quick start.
 
 Each builder writes a folder with ``save_pretrained`` (model, tokenizer and image processor), so
 the code under test loads it through ``from_pretrained`` exactly as it loads real weights.
@@ -10,9 +11,9 @@ Builders are deterministic (fixed seed) and skip work when the folder is already
 - ``build_tiny_blip(folder)``: ``BlipForConditionalGeneration`` (an ``image-text-to-text``
   checkpoint) with a 1-layer ViT and a 1-layer BERT decoder.
 
-Both share one WordPiece vocabulary made here. Grounding DINO splits phrases at the BERT ids
-101 ``[CLS]``, 102 ``[SEP]``, 1012 ``.`` and 1029 ``?``, so the vocabulary puts those tokens at
-exactly those ids (``shared/NOTES-ML.md``).
+No Django here. Both share one WordPiece vocabulary made here. Grounding DINO splits phrases at
+the BERT ids 101 ``[CLS]``, 102 ``[SEP]``, 1012 ``.`` and 1029 ``?``, so the vocabulary puts
+those tokens at exactly those ids (``shared/NOTES-ML.md``).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def tiny_tokenizer():
 def tiny_grounding_dino_config(vocab_size: int):
     from transformers import BertConfig, GroundingDinoConfig, SwinConfig
 
-    backbone = SwinConfig(
+    backbone = SwinConfig(  # type: ignore[call-arg]  # out_* are properties with setters
         embed_dim=16,
         depths=[1, 1, 1, 1],
         num_heads=[1, 1, 2, 2],
