@@ -48,6 +48,17 @@ def plain_static_files(settings):
     }
 
 
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    """Every test starts with empty rate-limit counts (they live in Django's cache), so the
+    login and token throttles never trip on the attempts of an earlier test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def postgres() -> None:
     """The test database is PostgreSQL (set DATABASE_URL=postgres://...)."""

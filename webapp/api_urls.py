@@ -5,12 +5,13 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.permissions import AllowAny
+from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from webapp.catalog.api import DatasetViewSet, ImageViewSet
+from webapp.core.throttles import TokenRateThrottle
 from webapp.evaluation.api import ROUTES as EVALUATION_ROUTES
 from webapp.exports.api import TrainingJobViewSet, VersionViewSet
 from webapp.jobs.api import RunViewSet
@@ -26,7 +27,8 @@ class TokenView(ObtainAuthToken):
     """
 
     authentication_classes = ()
-    permission_classes = (AllowAny,)
+    policy_resource = "account"
+    throttle_classes = (TokenRateThrottle,)
 
     @extend_schema(
         request=AuthTokenSerializer,
@@ -36,8 +38,21 @@ class TokenView(ObtainAuthToken):
     def post(self, request: Request, *args, **kwargs) -> Response:
         return super().post(request, *args, **kwargs)
 
+    def throttled(self, request: Request, wait: float | None) -> None:
+        raise Throttled(wait, detail="Too many token requests from this address.")
 
+
+class ApiRootView(APIRootView):
+    """The list of the API's routes."""
+
+    policy_resource = "api-docs"
+
+
+# No ``.json`` suffix routes: half the handlers take no ``format`` argument and answered them
+# 500; ``Accept`` or ``?format=`` choose the renderer.
 router = DefaultRouter()
+router.include_format_suffixes = False
+router.APIRootView = ApiRootView
 router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("images", ImageViewSet, basename="image")
 router.register("regions", RegionViewSet, basename="region")

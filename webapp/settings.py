@@ -12,7 +12,16 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from webapp.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_optional_float,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FGAM_VAR_DIR", str(BASE_DIR / "var")))
@@ -54,9 +63,12 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Login and the policy are checked before the CSRF check, which reads a POST body: a refused
+    # upload is answered before anything parses it (see webapp.core.policy).
     "webapp.core.middleware.LoginRequiredMiddleware",
+    "webapp.core.middleware.PolicyMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -153,9 +165,16 @@ WHITENOISE_USE_FINDERS = DEBUG
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "webapp.core.permissions.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view names its resource in the policy table (webapp.core.policy); none is open.
+    "DEFAULT_PERMISSION_CLASSES": ["webapp.core.permissions.PolicyPermission"],
+    "DEFAULT_METADATA_CLASS": "webapp.core.api.RouteMetadata",
+    # Logging in and trading a password for a token, per client address.
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env_rate("FGAM_THROTTLE_LOGIN", "10/min"),
+        "token": env_rate("FGAM_THROTTLE_TOKEN", "10/min"),
+    },
     "DEFAULT_PAGINATION_CLASS": "webapp.core.pagination.IdCursorPagination",
     "PAGE_SIZE": env_int("FGAM_API_PAGE_SIZE", 100, minimum=1),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -169,7 +188,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # drf-spectacular serves the schema to anyone by default; like every page, it needs a login.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["webapp.core.permissions.PolicyPermission"],
     # Two models have a field called "status": name their enums instead of "Status398Enum".
     "ENUM_NAME_OVERRIDES": {
         "RegionStatusEnum": "webapp.regions.models.Region.Status",
@@ -209,8 +228,10 @@ FGAM_THUMBNAIL_SIZE = env_int("FGAM_THUMBNAIL_SIZE", 256, minimum=16)
 FGAM_THUMBNAIL_BATCH_SIZE = env_int("FGAM_THUMBNAIL_BATCH_SIZE", 200, minimum=1)
 # Images with more pixels than this are refused as decompression bombs.
 FGAM_MAX_IMAGE_PIXELS = env_int("FGAM_MAX_IMAGE_PIXELS", 178_956_970, minimum=1)
-# A box may spill this many pixels past the image edge and is then clipped; more is an error.
-FGAM_BOX_CLIP_TOLERANCE = env_float("FGAM_BOX_CLIP_TOLERANCE", 4.0, minimum=0.0)
+# Imported boxes that overlap their image are clipped to it (Visual Genome's spill by hundreds
+# of pixels). Unset or "none" clips whatever overlaps; a number is strict: a box spilling more
+# than that many pixels is an error.
+FGAM_BOX_CLIP_TOLERANCE = env_optional_float("FGAM_BOX_CLIP_TOLERANCE", minimum=0.0)
 FGAM_IMPORT_BATCH_SIZE = env_int("FGAM_IMPORT_BATCH_SIZE", 5000, minimum=1)
 
 FGAM_DETECTOR_MODEL = env_str("FGAM_DETECTOR_MODEL", "IDEA-Research/grounding-dino-tiny")

@@ -67,7 +67,11 @@ def test_a_dataset_shows_its_image_count(api, scene):
     rows, _ = walk(api, "/api/datasets/")
     assert {(r["name"], r["image_count"]) for r in rows} == {("a", 3), ("b", 1)}
     detail = api.get(f"/api/datasets/{scene['a'].pk}/").json()
-    assert set(detail) == {"id", "name", "description", "created_at", "image_count"}
+    assert set(detail) == {
+        "id", "name", "description", "created_at", "image_count", "restricted", "annotators",
+    }  # fmt: skip
+    # The access list is the curator's to read; an annotator sees only whether it is restricted.
+    assert detail["restricted"] is False and detail["annotators"] is None
     assert detail["image_count"] == 3
 
 
@@ -213,7 +217,7 @@ def test_a_list_runs_the_same_few_queries_for_3_or_30_rows(
     grow(27)
     with django_assert_max_num_queries(small):
         response = token_client.get(url)
-    # The token with its user, then the page itself; regions also check the reviewer role
-    # (raters get 403 there), one more query whatever the number of rows.
-    assert small <= (3 if url.startswith("/api/regions/") else 2)
+    # The token with its user, the user's roles (every route checks the policy), then the
+    # page itself, whatever the number of rows.
+    assert small <= 3
     assert len(response.json()["results"]) == 30

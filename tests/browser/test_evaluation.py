@@ -78,7 +78,9 @@ def log_in(page, live_server, username: str, roles) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{live_server.url}/")
+    # Curators land on the dataset list, raters on their evaluation page.
+    landing = "/evaluation/" if roles == ["rater"] else "/"
+    page.wait_for_url(f"{live_server.url}{landing}")
 
 
 def new_page(chromium):  # noqa: F811

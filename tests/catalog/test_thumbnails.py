@@ -74,7 +74,7 @@ def test_no_bytes_and_bad_bytes_raise_clear_errors(media_root):
 def test_the_thumbnail_view_generates_on_first_request_then_serves_the_same_file(
     client, media_root, calls
 ):
-    client.force_login(UserFactory())
+    client.force_login(UserFactory(roles=["annotator"]))
     image = stored_image(width=300, height=200)
     first = client.get(f"/images/{image.pk}/thumb")
     assert first.status_code == 200
@@ -112,7 +112,7 @@ class RemoteStorage:
 
 
 def test_remote_storage_redirects_to_the_storage_url(client, media_root, monkeypatch):
-    client.force_login(UserFactory())
+    client.force_login(UserFactory(roles=["annotator"]))
     image = stored_image()
     monkeypatch.setattr(views, "default_storage", RemoteStorage(default_storage))
     response = client.get(f"/images/{image.pk}/file")

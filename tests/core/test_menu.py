@@ -17,8 +17,11 @@ def test_the_menu_offers_each_role_only_the_sections_it_may_open(
     user = django_user_model.objects.create_user(username=f"u-{role}", password="x")
     user.groups.add(Group.objects.get(name=role))
     client.force_login(user)
-    page = client.get("/").content.decode()
+    # Raters land on their evaluation page: the dataset list is not theirs.
+    page = client.get("/", follow=True).content.decode()
     menu = page[page.index('<nav class="mainnav"') : page.index("</nav>")]
+    assert ('href="/"' in menu) is editing
+    assert ('href="/versions/"' in menu) is editing
     assert ('href="/review/"' in menu) is editing
     assert ('href="/trajectories/"' in menu) is editing
     assert ('href="/evaluation/"' in menu) is rating
@@ -27,5 +30,7 @@ def test_the_menu_offers_each_role_only_the_sections_it_may_open(
         ("/review/", editing),
         ("/trajectories/", editing),
         ("/evaluation/", rating),
+        ("/runs/", editing),
+        ("/versions/", editing),
     ):
         assert (client.get(url).status_code == 200) is offered, url

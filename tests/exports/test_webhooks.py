@@ -78,7 +78,7 @@ def test_a_refusal_is_permanent_and_retries_stop_at_the_limit(receiver, settings
     Webhook.objects.create(url=receiver.url, secret="k")
     receiver.codes = [404]
     refused = send_event("job.finished", {"job": 1})[0]
-    from workers.tasks.exports import deliver_webhook
+    from webapp.exports.tasks import deliver_webhook
 
     deliver_webhook.apply(args=[refused.pk])
     refused.refresh_from_db()
@@ -96,7 +96,7 @@ def test_an_unreachable_endpoint_is_logged_and_retried(settings):
     settings.FGAM_WEBHOOK_MAX_ATTEMPTS = 2
     Webhook.objects.create(url="http://127.0.0.1:9/nothing-listens", secret="k")
     delivery = send_event("version.ready", {})[0]
-    from workers.tasks.exports import deliver_webhook
+    from webapp.exports.tasks import deliver_webhook
 
     deliver_webhook.apply(args=[delivery.pk])
     delivery.refresh_from_db()

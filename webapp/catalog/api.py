@@ -15,15 +15,15 @@ from pathlib import Path, PurePosixPath
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -35,10 +35,12 @@ from webapp.catalog.importing import (
 )
 from webapp.catalog.models import Dataset, Image
 from webapp.catalog.queries import count_of
+from webapp.catalog.services import set_dataset_access
 from webapp.core.api import FilteredListMixin, id_param, list_schema
 from webapp.core.http import upload_name, write_upload
 from webapp.core.importing.report import ImportFailed, RecordError
-from webapp.core.permissions import IsCurator
+from webapp.core.policy import is_curator, scope
+from webapp.core.roles import ANNOTATOR
 
 # An uploaded image archive may expand to at most this much, in this many members. Far above a
 # real upload (big collections are imported from a folder with the management commands), far
@@ -69,10 +71,35 @@ IMPORTERS: dict[str, Callable[..., Any]] = {
 
 class DatasetSerializer(serializers.ModelSerializer):
     image_count = serializers.IntegerField(read_only=True)
+    annotators = serializers.SerializerMethodField(
+        help_text="Usernames on the access list; shown to curators only (else null)."
+    )
 
     class Meta:
         model = Dataset
-        fields = ["id", "name", "description", "created_at", "image_count"]
+        fields = ["id", "name", "description", "created_at", "image_count", "restricted"]
+        fields += ["annotators"]
+
+    def get_annotators(self, dataset: Dataset) -> list[str] | None:
+        request = self.context.get("request")
+        if request is None or not is_curator(request.user):
+            return None
+        return sorted(access.user.get_username() for access in dataset.access.all())
+
+
+class DatasetAccessSerializer(serializers.Serializer):
+    """What a curator may change on a dataset: who may open it. Validates only."""
+
+    restricted = serializers.BooleanField(
+        help_text="true: only the annotators listed (and curators) see the dataset."
+    )
+    annotators = serializers.SlugRelatedField(
+        slug_field="username",
+        many=True,
+        required=False,
+        queryset=get_user_model().objects.filter(groups__name=ANNOTATOR),
+        help_text="Usernames of annotators; the list replaces the one the dataset had.",
+    )
 
 
 class ImageSerializer(serializers.ModelSerializer):
@@ -314,14 +341,35 @@ def run_upload_import(data: dict[str, Any], *, user: Any) -> dict[str, Any]:
 # --- Views ------------------------------------------------------------------------------------
 
 
-class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
-    """Datasets with their image counts; curators add to them through ``imports``."""
+class DatasetViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Datasets with their image counts; curators add to them through ``imports`` and set who
+    may open them with ``PATCH {"restricted": true, "annotators": ["ann"]}``."""
 
     serializer_class = DatasetSerializer
+    policy_resource = "datasets"
+    http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Dataset]:
-        # A correlated COUNT(*), evaluated only for the datasets on the page.
-        return Dataset.objects.annotate(image_count=count_of(Image.objects.all(), "dataset"))
+        # A correlated COUNT(*), evaluated only for the datasets on the page; the access list
+        # in one more query, for curators only.
+        datasets = scope(Dataset.objects.all(), self.request.user, "")
+        if is_curator(self.request.user):
+            datasets = datasets.prefetch_related("access__user")
+        return datasets.annotate(image_count=count_of(Image.objects.all(), "dataset"))
+
+    @extend_schema(request=DatasetAccessSerializer, responses={200: DatasetSerializer})
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        dataset = self.get_object()
+        access = DatasetAccessSerializer(data=request.data)
+        access.is_valid(raise_exception=True)
+        annotators = access.validated_data.get("annotators")
+        set_dataset_access(
+            dataset=dataset,
+            restricted=access.validated_data["restricted"],
+            annotators=[a.user for a in dataset.access.all()] if annotators is None else annotators,
+            by=request.user,
+        )
+        return Response(self.get_serializer(self.get_queryset().get(pk=dataset.pk)).data)
 
     @extend_schema(
         request={"multipart/form-data": ImportUploadSerializer},
@@ -332,14 +380,15 @@ class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
                 description="The importer refused the data (each error names file, record and "
                 "field), or the form or the zip is invalid (errors keyed by form field).",
             ),
-            403: OpenApiResponse(description="The user lacks the curator role."),
+            403: OpenApiResponse(
+                description="The user lacks the curator role; nothing of the upload was read."
+            ),
         },
     )
     @action(
         detail=False,
         methods=["post"],
         url_path="imports",
-        permission_classes=[IsAuthenticated, IsCurator],
         parser_classes=[MultiPartParser],
         pagination_class=None,
     )
@@ -362,6 +411,9 @@ class ImageViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
     """Images, filtered by ``?dataset=ID``; thumbnails and bytes are served by the web app."""
 
     serializer_class = ImageSerializer
-    queryset = Image.objects.all()
+    policy_resource = "images"
     filter_serializer_class = ImageFilter
     filter_lookups = {"dataset": "dataset_id"}
+
+    def get_queryset(self) -> QuerySet[Image]:
+        return scope(Image.objects.all(), self.request.user, "dataset")

@@ -9,9 +9,35 @@ class Dataset(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    restricted = models.BooleanField(
+        default=False,
+        help_text="Only the annotators listed in its access list (and curators) may open it.",
+    )
 
     def __str__(self) -> str:
         return self.name
+
+
+class DatasetAccess(models.Model):
+    """An annotator named on a restricted dataset's access list (``Dataset.restricted``)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="access")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dataset_access"
+    )
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    granted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "user"], name="dataset_access_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on {self.dataset_id}"
 
 
 class Image(models.Model):

@@ -15,8 +15,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from webapp.catalog.models import Image
+from webapp.catalog.models import DatasetAccess, Image
 from webapp.catalog.thumbnails import NoStoredBytes, ensure_thumbnail, read_stored_bytes
+from webapp.core.roles import ANNOTATOR
 from webapp.jobs.models import Run
 from workers.imaging import ImageProblem, inspect_image, probe_metadata
 
@@ -47,7 +48,7 @@ def enqueue_thumbnails(image_ids: Iterable[int], *, chunk_size: int | None = Non
     """
     # Imported here: the task module imports this module lazily too, and Celery loads task
     # modules before Django's app registry is ready.
-    from workers.tasks.catalog import make_thumbnails
+    from webapp.catalog.tasks import make_thumbnails
 
     # Images per task. Small enough that one task finishes well inside its time limit and a
     # retry repeats little; large enough that the per-task overhead (a Run row, a broker round
@@ -185,3 +186,25 @@ def _finish(run: Run, counts: dict[str, int], started: float) -> None:
         "ms_per_processed_image": round(per_image, 1) if per_image is not None else None,
     }
     run.save()
+
+
+def set_dataset_access(*, dataset, restricted: bool, annotators, by) -> None:
+    """Restrict ``dataset`` to ``annotators`` (users with the annotator role), or open it to
+    every annotator again (``restricted=False``; the list is kept for the next restriction).
+
+    Raises ``ValueError`` naming a listed user who is not an annotator; nothing is changed then.
+    """
+    users = list(annotators)
+    not_annotators = sorted(
+        u.get_username() for u in users if not u.groups.filter(name=ANNOTATOR).exists()
+    )
+    if not_annotators:
+        raise ValueError(f"annotators: {', '.join(not_annotators)} not annotator(s)")
+    with transaction.atomic():
+        dataset.restricted = restricted
+        dataset.save(update_fields=["restricted"])
+        DatasetAccess.objects.filter(dataset=dataset).exclude(user__in=users).delete()
+        have = set(DatasetAccess.objects.filter(dataset=dataset).values_list("user_id", flat=True))
+        DatasetAccess.objects.bulk_create(
+            DatasetAccess(dataset=dataset, user=u, granted_by=by) for u in users if u.pk not in have
+        )

@@ -12,8 +12,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
-from django.db.models import Count, Q, prefetch_related_objects
+from django.db.models import Count, Q
 from django.http import (
     FileResponse,
     Http404,
@@ -24,11 +26,13 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, render
 from django.templatetags.static import static
+from django.urls import reverse
 from django.utils.cache import get_conditional_response, patch_cache_control
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from webapp.catalog.models import Dataset, Image, QuestionItem
 from webapp.catalog.queries import count_of
+from webapp.catalog.services import set_dataset_access
 from webapp.catalog.thumbnails import NoStoredBytes, ensure_thumbnail
 from webapp.core.http import (
     BadInput,
@@ -38,9 +42,10 @@ from webapp.core.http import (
     vary_on_htmx,
     wants_fragment,
 )
-from webapp.core.roles import CURATOR
-from webapp.jobs.provenance import attach_provenance
+from webapp.core.policy import READ, WRITE, allow, is_curator, scope
+from webapp.core.roles import ANNOTATOR
 from webapp.regions.models import Region
+from webapp.regions.provenance import attach_provenance
 from workers.imaging import ImageProblem
 
 GRID_PAGE_SIZE = 48
@@ -70,12 +75,13 @@ def _render(
 # --- Datasets ---------------------------------------------------------------------------------
 
 
+@allow("datasets", READ, refused_redirect="evaluation:index")
 @require_GET
 @vary_on_htmx
 def dataset_list(request: HtmxRequest) -> HttpResponse:
     """Every dataset with its counts, in two queries whatever the number of datasets."""
     datasets = list(
-        Dataset.objects.order_by("name").annotate(
+        scope(Dataset.objects.order_by("name"), request.user, "").annotate(
             image_count=count_of(Image.objects.all(), "dataset"),
             question_count=count_of(QuestionItem.objects.all(), "image__dataset"),
         )
@@ -104,11 +110,12 @@ def dataset_list(request: HtmxRequest) -> HttpResponse:
 # --- The image grid ---------------------------------------------------------------------------
 
 
+@allow("datasets", READ)
 @require_GET
 @vary_on_htmx
 def image_grid(request: HtmxRequest, name: str) -> HttpResponse:
     """Thumbnails of a dataset, ``GRID_PAGE_SIZE`` at a time after ``?after=<id>``."""
-    dataset = get_object_or_404(Dataset, name=name)
+    dataset = get_object_or_404(scope(Dataset.objects.all(), request.user, ""), name=name)
     split = request.GET.get("split")
     if split is not None and split not in Image.Split.values:
         raise Http404("unknown split")
@@ -137,7 +144,7 @@ def image_grid(request: HtmxRequest, name: str) -> HttpResponse:
     splits = [("all", None)] + [(value, value) for value in Image.Split.values if value]
     context = {
         "dataset": dataset,
-        "can_start_runs": _is_curator(request.user),
+        "can_start_runs": is_curator(request.user),
         "images": page,
         "next_url": next_url,
         "split": split,
@@ -150,16 +157,42 @@ def image_grid(request: HtmxRequest, name: str) -> HttpResponse:
             for label, value in splits
         ],
     }
+    if context["can_start_runs"] and not wants_fragment(request):
+        context["access"] = _access_context(dataset)
     return _render(request, "catalog/image_grid.html", "grid_page", context)
 
 
-def _is_curator(user) -> bool:
-    """The role without a query of its own: the groups are prefetched, and the page header
-    lists them from that same prefetch."""
-    if user.is_superuser:
-        return True
-    prefetch_related_objects([user], "groups")
-    return any(group.name == CURATOR for group in user.groups.all())
+def _access_context(dataset: Dataset) -> dict[str, Any]:
+    """The curator's access form: whether the dataset is restricted, and who is listed."""
+    listed = set(dataset.access.values_list("user_id", flat=True))
+    annotators = get_user_model().objects.filter(groups__name=ANNOTATOR).order_by("username")
+    return {
+        "restricted": dataset.restricted,
+        "annotators": [(user, user.pk in listed) for user in annotators.distinct()],
+    }
+
+
+@allow("datasets", WRITE)
+@require_POST
+def dataset_access(request: HtmxRequest, name: str) -> HttpResponse:
+    """Restrict the dataset to the annotators ticked, or open it to every annotator again."""
+    dataset = get_object_or_404(Dataset, name=name)
+    try:
+        ids = [
+            parse_int(value, "annotators", minimum=1)
+            for value in request.POST.getlist("annotators")
+        ]
+        set_dataset_access(
+            dataset=dataset,
+            restricted=request.POST.get("restricted") == "on",
+            annotators=get_user_model().objects.filter(pk__in=ids),
+            by=request.user,
+        )
+    except (BadInput, ValueError) as error:
+        messages.error(request, f"Access not changed: {error}")
+    else:
+        messages.success(request, "Access saved.")
+    return HttpResponseRedirect(reverse("catalog:image_grid", args=[dataset.name]))
 
 
 # --- The image page ---------------------------------------------------------------------------
@@ -184,11 +217,17 @@ def _filter_links(
     return links
 
 
+def _images(request: HttpRequest):
+    """The images the user may open: none of a dataset restricted to other annotators."""
+    return scope(Image.objects.all(), request.user, "dataset")
+
+
+@allow("images", READ)
 @require_GET
 @vary_on_htmx
 def image_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     """One image, its regions drawn over it and listed, its captions, metadata and questions."""
-    image = get_object_or_404(Image.objects.select_related("dataset"), pk=pk)
+    image = get_object_or_404(_images(request).select_related("dataset"), pk=pk)
     status = request.GET.get("status") or None
     origin = request.GET.get("origin") or None
     if status is not None and status not in STATUS_CHOICES:
@@ -279,10 +318,11 @@ def _placeholder() -> HttpResponse:
     return response
 
 
+@allow("images", READ)
 @require_GET
 def image_thumb(request: HttpRequest, pk: int) -> HttpResponseBase:
     image = get_object_or_404(
-        Image.objects.only("pk", "sha256", "storage_path", "thumbnail_path"), pk=pk
+        _images(request).only("pk", "sha256", "storage_path", "thumbnail_path"), pk=pk
     )
     etag = _etag(image, f"thumb{settings.FGAM_THUMBNAIL_SIZE}")
     not_modified = get_conditional_response(request, etag=etag)
@@ -295,10 +335,16 @@ def image_thumb(request: HttpRequest, pk: int) -> HttpResponseBase:
         return _placeholder()
 
 
+@allow("images", READ)
 @require_GET
 def image_file(request: HttpRequest, pk: int) -> HttpResponseBase:
     """The original bytes, as stored; a reference-mode image with a URL redirects to it."""
-    image = get_object_or_404(Image, pk=pk)
+    return image_file_response(request, get_object_or_404(_images(request), pk=pk))
+
+
+def image_file_response(request: HttpRequest, image: Image) -> HttpResponseBase:
+    """The answer with an image's bytes, for whichever route found the user may see it (an
+    image id here; a rater's seat in ``evaluation``)."""
     if not image.storage_path:
         remote = _remote_uri(image)
         if remote is None:

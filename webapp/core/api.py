@@ -1,4 +1,5 @@
-"""What the REST API of every app shares: strict, validated query-parameter filters."""
+"""What the REST API of every app shares: strict, validated query-parameter filters, and the
+answer to ``OPTIONS``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.metadata import BaseMetadata
 from rest_framework.request import Request
 
 # Parameters the pagination and the renderers read; never treated as filters.
@@ -75,3 +77,19 @@ def list_schema(serializer: type[serializers.Serializer], filters: type[serializ
     return extend_schema(
         parameters=[filters], responses={200: serializer(many=True), 400: BAD_QUERY}
     )
+
+
+class RouteMetadata(BaseMetadata):
+    """``OPTIONS``: the route's name, description and formats; its fields are in /api/schema/.
+
+    DRF's default also builds each write serializer to describe its fields, which answers 500
+    on views that pick their serializer per action or have none (the rater's seats).
+    """
+
+    def determine_metadata(self, request: Request, view) -> dict:
+        return {
+            "name": view.get_view_name(),
+            "description": view.get_view_description(),
+            "renders": [renderer.media_type for renderer in view.renderer_classes],
+            "parses": [parser.media_type for parser in view.parser_classes],
+        }

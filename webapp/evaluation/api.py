@@ -25,9 +25,10 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from webapp.core.policy import READ, READ_BLIND, allows, seats
 from webapp.core.versioning import Conflict
-from webapp.evaluation import access, services
 from webapp.evaluation import results as results_module
+from webapp.evaluation import services
 from webapp.evaluation.assignment import (
     NotYours,
     RatingInput,
@@ -126,9 +127,10 @@ def blind_assignment(assignment: Assignment) -> dict:
         "leased_until": assignment.leased_until,
         "question": item.question,
         "reference": item.reference,
+        # Through the seat: a rater's image is never fetched by its own id.
         "image": {
-            "id": image.pk, "width": image.width, "height": image.height,
-            "url": reverse("catalog:image_file", args=[image.pk]),
+            "width": image.width, "height": image.height,
+            "url": reverse("evaluation:seat_image", args=[assignment.pk]),
         },
         "regions": [{"box": r.box, "phrase": r.phrase} for r in regions[:200]],
         "responses": [
@@ -148,20 +150,19 @@ def blind_assignment(assignment: Assignment) -> dict:
 class AssignmentViewSet(viewsets.GenericViewSet):
     """A rater's own items; everything blind."""
 
-    permission_classes = [access.IsRater]
+    policy_resource = "seats"
     # For the schema's path types only: every action reads the rater's own seats (``_mine``).
     queryset = Assignment.objects.none()
     pagination_class = None
 
     def _mine(self, request: Request, pk) -> Assignment:
-        return get_object_or_404(
-            Assignment.objects.select_related("round", "item__image"), pk=pk, rater=request.user
-        )
+        mine = seats(Assignment.objects.select_related("round", "item__image"), request.user)
+        return get_object_or_404(mine, pk=pk)
 
     @extend_schema(responses={200: OpenApiResponse(description="The rater's assignments.")})
     def list(self, request: Request) -> Response:
         rows = (
-            Assignment.objects.filter(rater=request.user)
+            seats(Assignment.objects.all(), request.user)
             .exclude(status=Assignment.Status.OPEN)
             .order_by("pk")
             .values("id", "round_id", "status", "leased_until", "done_at")[:1000]
@@ -255,25 +256,22 @@ def _bad(error: Exception) -> Response:
 
 
 class RoundViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    permission_classes = [access.IsCuratorOrRater]
+    """Rounds: raters list and read them blind; everything else is the curator's."""
+
+    policy_resource = "rounds"
+    policy_actions = {"list": READ_BLIND, "retrieve": READ_BLIND}
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     pagination_class = None
 
     def get_queryset(self):
-        if access.is_curator(self.request.user):
+        if allows(self.request.user, "rounds", READ):
             return Round.objects.annotate(n_items=Count("items")).order_by("-created_at")
         return Round.objects.exclude(status=Round.Status.DRAFT).order_by("-opened_at")
 
     def get_serializer_class(self):
-        if access.is_curator(self.request.user):
+        if allows(self.request.user, "rounds", READ):
             return RoundSerializer
         return BlindRoundSerializer
-
-    def check_permissions(self, request: Request) -> None:
-        super().check_permissions(request)
-        # Raters read rounds (blind); everything else here is the curator's.
-        if self.action not in ("list", "retrieve") and not access.is_curator(request.user):
-            self.permission_denied(request, message=access.IsCurator.message)
 
     def create(self, request: Request, *args, **kwargs) -> Response:
         data = RoundSerializer(data=request.data)
@@ -407,7 +405,7 @@ class RoundViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 class SystemViewSet(viewsets.GenericViewSet):
     """Responses of one system: import a JSONL, or generate them with rectify."""
 
-    permission_classes = [access.IsCurator]
+    policy_resource = "rounds"
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     queryset = System.objects.select_related("round")
 

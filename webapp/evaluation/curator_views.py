@@ -1,8 +1,9 @@
 """The curator's pages: set a round up (items, systems, responses, baseline), check it for
 responses that name a model, open and close it, follow its progress, and read the results.
 
-Every page here is curator-only (raters and annotators get 403): these are the only pages
-that show system names. Writes are plain form POSTs that redirect back with a message.
+Every page here is curator-only (raters and annotators get 403, see ``webapp.core.policy``):
+these are the only pages that show system names. Writes are plain form POSTs that redirect
+back with a message.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from webapp.core import demo_models
 from webapp.core.http import BadInput, HtmxRequest, parse_int, vary_on_htmx
-from webapp.evaluation import access, services
+from webapp.core.policy import READ, WRITE, allow
 from webapp.evaluation import results as results_module
+from webapp.evaluation import services
 from webapp.evaluation.generation import start_generation
 from webapp.evaluation.jsonl import InputError
 from webapp.evaluation.models import Assignment, Round, System, default_criteria
@@ -29,7 +32,6 @@ from webapp.exports.models import DatasetVersion
 
 
 def _round(request: HtmxRequest, pk: int) -> Round:
-    access.require_curator(request.user)
     return get_object_or_404(Round.objects.select_related("baseline", "version"), pk=pk)
 
 
@@ -63,9 +65,9 @@ def _attempt(request: HtmxRequest, round_: Round, action, success: str) -> HttpR
     return _back(round_)
 
 
+@allow("rounds")
 @require_http_methods(["GET", "POST"])
 def round_new(request: HtmxRequest) -> HttpResponse:
-    access.require_curator(request.user)
     error = ""
     if request.method == "POST":
         try:
@@ -100,6 +102,7 @@ def _criteria(text: str) -> dict | None:
     return value
 
 
+@allow("rounds", READ)
 @require_GET
 @vary_on_htmx
 def round_detail(request: HtmxRequest, pk: int) -> HttpResponse:
@@ -147,6 +150,7 @@ def round_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, "evaluation/round_detail.html", context)
 
 
+@allow("rounds", WRITE)
 @require_POST
 def items_sample(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -165,6 +169,7 @@ def items_sample(request: HtmxRequest, pk: int) -> HttpResponse:
     return _attempt(request, round_, sample, "Sampled {} items.")
 
 
+@allow("rounds", WRITE)
 @require_POST
 def items_import(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -180,6 +185,7 @@ def items_import(request: HtmxRequest, pk: int) -> HttpResponse:
     return _attempt(request, round_, load, "Imported {} items.")
 
 
+@allow("rounds", WRITE)
 @require_POST
 def drop_incomplete(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -189,6 +195,7 @@ def drop_incomplete(request: HtmxRequest, pk: int) -> HttpResponse:
     )  # fmt: skip
 
 
+@allow("rounds", WRITE)
 @require_POST
 def system_add(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -208,10 +215,10 @@ def system_add(request: HtmxRequest, pk: int) -> HttpResponse:
 
 
 def _system(request: HtmxRequest, pk: int) -> System:
-    access.require_curator(request.user)
     return get_object_or_404(System.objects.select_related("round"), pk=pk)
 
 
+@allow("rounds", WRITE)
 @require_POST
 def responses_import(request: HtmxRequest, pk: int) -> HttpResponse:
     system = _system(request, pk)
@@ -223,20 +230,27 @@ def responses_import(request: HtmxRequest, pk: int) -> HttpResponse:
     return _attempt(request, system.round, load, f"Imported {{}} responses for {system.name}.")
 
 
+@allow("rounds", WRITE)
 @require_POST
 def generate(request: HtmxRequest, pk: int) -> HttpResponse:
     system = _system(request, pk)
 
     def queue() -> str:
-        start_generation(
-            system=system, model=request.POST.get("model", ""), rm=request.POST.get("rm", ""),
-            k=_int(request.POST.get("k"), "k", 2),
-        )  # fmt: skip
+        # A demo name becomes its folder; a model that is not there is refused before queueing.
+        try:
+            model, rm = (
+                demo_models.check_model_field(request.POST.get(f, ""), role=role, field=f)
+                for f, role in (("model", "M"), ("rm", "RM"))
+            )
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        start_generation(system=system, model=model, rm=rm, k=_int(request.POST.get("k"), "k", 2))
         return system.name
 
     return _attempt(request, system.round, queue, "Queued a rectify job for {}.")
 
 
+@allow("rounds", WRITE)
 @require_POST
 def baseline(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -250,6 +264,7 @@ def baseline(request: HtmxRequest, pk: int) -> HttpResponse:
     return _attempt(request, round_, choose, "Baseline: {}.")
 
 
+@allow("rounds", WRITE)
 @require_POST
 def round_open(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -261,6 +276,7 @@ def round_open(request: HtmxRequest, pk: int) -> HttpResponse:
     )  # fmt: skip
 
 
+@allow("rounds", WRITE)
 @require_POST
 def round_close(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -297,6 +313,7 @@ def _results_context(round_: Round) -> dict:
     }
 
 
+@allow("rounds", READ)
 @require_GET
 @vary_on_htmx
 def results(request: HtmxRequest, pk: int) -> HttpResponse:
@@ -309,6 +326,7 @@ def results(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, template, context)
 
 
+@allow("rounds", READ)
 @require_GET
 def results_chart(request: HtmxRequest, pk: int) -> HttpResponse:
     round_ = _round(request, pk)
@@ -318,6 +336,7 @@ def results_chart(request: HtmxRequest, pk: int) -> HttpResponse:
     return HttpResponse(svg, content_type="image/svg+xml")
 
 
+@allow("rounds", READ)
 @require_GET
 def results_download(request: HtmxRequest, pk: int, table: str, fmt: str) -> HttpResponse:
     round_ = _round(request, pk)

@@ -9,14 +9,15 @@ module adds the keyboard (``static/js/evaluation.js``).
 from __future__ import annotations
 
 from django.db.models import Count, Q
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from webapp.catalog.views import image_file_response
 from webapp.core.http import HtmxRequest, vary_on_htmx
+from webapp.core.policy import READ, READ_BLIND, WRITE, allow, allows, seats
 from webapp.core.versioning import Conflict
-from webapp.evaluation import access
 from webapp.evaluation.assignment import (
     NotYours,
     RoundNotOpen,
@@ -30,13 +31,13 @@ from webapp.evaluation.models import Assignment, Round
 from webapp.regions.models import Region
 
 
+@allow("rounds", READ_BLIND)
 @require_GET
 @vary_on_htmx
 def index(request: HtmxRequest) -> HttpResponse:
     """Curators: every round. Raters: the open rounds, with how much of each they have done."""
-    access.require_evaluation_user(request.user)
-    curator = access.is_curator(request.user)
-    rater = access.is_rater(request.user)
+    curator = allows(request.user, "rounds", READ)
+    rater = allows(request.user, "seats", READ)
     rounds = []
     if curator:
         rounds = list(
@@ -62,11 +63,11 @@ def index(request: HtmxRequest) -> HttpResponse:
     return render(request, "evaluation/index.html", context)
 
 
+@allow("seats", READ)
 @require_GET
 @vary_on_htmx
 def my_round(request: HtmxRequest, pk: int) -> HttpResponse:
     """A rater's page for one round: progress, start or continue, and their rated items."""
-    access.require_rater(request.user)
     round_ = get_object_or_404(Round.objects.exclude(status=Round.Status.DRAFT), pk=pk)
     mine = list(
         Assignment.objects.filter(round=round_, rater=request.user)
@@ -84,10 +85,10 @@ def my_round(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, "evaluation/my_round.html", context)
 
 
+@allow("seats", WRITE)
 @require_POST
 def next_item(request: HtmxRequest, pk: int) -> HttpResponse:
     """Claim the rater's next item (or return their pending one) and go to it."""
-    access.require_rater(request.user)
     round_ = get_object_or_404(Round, pk=pk)
     try:
         assignment = claim_next(round_, request.user)
@@ -131,14 +132,14 @@ def _rate_context(assignment: Assignment, request: HtmxRequest, posted=None) -> 
     }
 
 
+@allow("seats")
 @require_http_methods(["GET", "POST"])
 @vary_on_htmx
 def rate(request: HtmxRequest, pk: int) -> HttpResponse:
     """The rating page of one seat (the rater's own only); POST saves or revises it."""
-    access.require_rater(request.user)
     assignment = (
-        Assignment.objects.select_related("round", "item__image")
-        .filter(pk=pk, rater=request.user)
+        seats(Assignment.objects.select_related("round", "item__image"), request.user)
+        .filter(pk=pk)
         .first()
     )
     if assignment is None:
@@ -165,6 +166,16 @@ def rate(request: HtmxRequest, pk: int) -> HttpResponse:
     if first_time:
         return next_item(request, assignment.round_id)
     return HttpResponseRedirect(reverse("evaluation:rate", args=[assignment.pk]) + "?saved=1")
+
+
+@allow("seats", READ)
+@require_GET
+def seat_image(request: HtmxRequest, pk: int) -> HttpResponseBase:
+    """The image of the rater's own seat: raters reach images through seats, never by id."""
+    assignment = get_object_or_404(
+        seats(Assignment.objects.select_related("item__image"), request.user), pk=pk
+    )
+    return image_file_response(request, assignment.item.image)
 
 
 def _error(request, assignment, inputs, message: str, *, status: int) -> HttpResponse:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("rounds/<int:pk>/mine", rating_views.my_round, name="my_round"),
     path("rounds/<int:pk>/next", rating_views.next_item, name="next_item"),
     path("assignments/<int:pk>/", rating_views.rate, name="rate"),
+    path("assignments/<int:pk>/image", rating_views.seat_image, name="seat_image"),
     # Curators
     path("rounds/new", curator_views.round_new, name="round_new"),
     path("rounds/<int:pk>/", curator_views.round_detail, name="round_detail"),

@@ -18,12 +18,11 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.core.api import FilteredListMixin, id_param, list_schema
-from webapp.core.permissions import IsCurator
+from webapp.core.policy import scope_versions
 from webapp.exports.download import tar_stream
 from webapp.exports.models import DatasetVersion, TrainingJob
 from webapp.exports.selection import ExportError
@@ -107,11 +106,15 @@ class VersionCreateSerializer(serializers.Serializer):
     ),
 )
 class VersionViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
+    """Versions (ready ones unless ``?status=``) and their downloads; curators cut them."""
+
+    policy_resource = "versions"
     filter_serializer_class = VersionFilter
     filter_lookups = {"dataset": "datasets"}
 
     def get_queryset(self) -> QuerySet[DatasetVersion]:
-        queryset = DatasetVersion.objects.prefetch_related("datasets", "derived_from")
+        queryset = scope_versions(DatasetVersion.objects.all(), self.request.user)
+        queryset = queryset.prefetch_related("datasets", "derived_from")
         if self.action == "list":
             if not self.request.query_params.get("status"):
                 queryset = queryset.filter(status=DatasetVersion.Status.READY)
@@ -122,11 +125,6 @@ class VersionViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
         if self.action == "create":
             return VersionCreateSerializer
         return VersionSerializer if self.action == "list" else VersionDetailSerializer
-
-    def get_permissions(self):
-        if self.action == "create":
-            return [IsAuthenticated(), IsCurator()]
-        return super().get_permissions()
 
     def create(self, request: Request) -> Response:
         serializer = VersionCreateSerializer(data=request.data)
@@ -211,12 +209,11 @@ class TrainingJobViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = TrainingJobSerializer
     filter_serializer_class = TrainingJobFilter
     filter_lookups = {"version": "version_id"}
-    queryset = TrainingJob.objects.all()
+    policy_resource = "training-jobs"
 
-    def get_permissions(self):
-        if self.action in ("create", "cancel"):
-            return [IsAuthenticated(), IsCurator()]
-        return super().get_permissions()
+    def get_queryset(self) -> QuerySet[TrainingJob]:
+        versions = scope_versions(DatasetVersion.objects.all(), self.request.user)
+        return TrainingJob.objects.filter(version__in=versions)
 
     def create(self, request: Request) -> Response:
         serializer = TrainingJobCreateSerializer(data=request.data)

@@ -172,7 +172,7 @@ def start_training_job(
 
 
 def _enqueue(job_id: int) -> None:
-    from workers.tasks.exports import train
+    from webapp.exports.tasks import train
 
     result = train.delay(job_id)
     TrainingJob.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
@@ -275,7 +275,23 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
         return _finish(job, TrainingJob.Status.CANCELLED)
     if process.returncode == 0:
         return _finish(job, TrainingJob.Status.SUCCEEDED)
-    return _finish(job, TrainingJob.Status.FAILED, error=f"exit code {process.returncode}")
+    job.refresh_from_db(fields=["log_tail"])
+    reason = stated_error(job.log_tail)
+    error = f"exit code {process.returncode}" + (f": {reason}" if reason else "")
+    return _finish(job, TrainingJob.Status.FAILED, error=error)
+
+
+def stated_error(log_tail: str) -> str:
+    """The last ``error: ...`` line ``python -m training`` printed (its one-line reason for a
+    bad config, data or a model that is not there), without the prefix; "" when none.
+
+    >>> stated_error("loading\\nerror: cannot load Stage-1 CLIP 'x': no folder\\n")
+    "cannot load Stage-1 CLIP 'x': no folder"
+    """
+    for line in reversed(log_tail.splitlines()):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ").strip()
+    return ""
 
 
 def _finish(job: TrainingJob, status: str, error: str = "") -> TrainingJob:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.catalog.models import Dataset
+from webapp.core import demo_models
 from webapp.core.http import HtmxRequest, vary_on_htmx, wants_fragment
-from webapp.core.roles import CURATOR, has_role
+from webapp.core.policy import READ, WRITE, allow, allows, scope_versions
 from webapp.exports.models import DatasetVersion, TrainingJob, WebhookDelivery
 from webapp.exports.selection import ExportError
 from webapp.exports.services import cut_version
@@ -37,17 +38,18 @@ CHART_W, CHART_H = 640, 220
 COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2")
 
 
-def _curator(request: HttpRequest) -> None:
-    if not has_role(request.user, CURATOR):
-        raise PermissionDenied("This needs the curator role.")
+def _versions(request: HttpRequest):
+    """The versions this user may see: none cut from a dataset restricted to other annotators."""
+    return scope_versions(DatasetVersion.objects.all(), request.user)
 
 
+@allow("versions", READ)
 @require_GET
 @vary_on_htmx
 def version_list(request: HttpRequest) -> HttpResponse:
     """Ready versions, newest first; curators also see the ones being cut or failed."""
-    versions = DatasetVersion.objects.prefetch_related("datasets").defer("manifest")
-    curator = has_role(request.user, CURATOR)
+    versions = _versions(request).prefetch_related("datasets").defer("manifest")
+    curator = allows(request.user, "versions", WRITE)
     if not curator:
         versions = versions.filter(status=DatasetVersion.Status.READY)
     page = list(versions.order_by("-pk")[:PAGE_SIZE])
@@ -63,14 +65,15 @@ def version_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@allow("versions", READ)
 @require_GET
 @vary_on_htmx
 def version_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     """The version page; for htmx polls, only its progress block while it is being cut."""
     version = get_object_or_404(
-        DatasetVersion.objects.prefetch_related("datasets", "derived_from", "derivatives"), pk=pk
+        _versions(request).prefetch_related("datasets", "derived_from", "derivatives"), pk=pk
     )
-    if not version.is_ready and not has_role(request.user, CURATOR):
+    if not version.is_ready and not allows(request.user, "versions", WRITE):
         raise Http404("not ready")
     fragment = wants_fragment(request)
     if fragment and request.htmx.target == "version-progress":
@@ -80,7 +83,7 @@ def version_detail(request: HtmxRequest, pk: int) -> HttpResponse:
         response = HttpResponse(status=204)
         response["HX-Refresh"] = "true"
         return response
-    can_train = has_role(request.user, CURATOR) and version.is_ready
+    can_train = allows(request.user, "training-jobs", WRITE) and version.is_ready
     kind = request.GET.get("kind") or TrainingJob.Kind.STAGE1
     if kind not in TrainingJob.Kind.values:
         kind = TrainingJob.Kind.STAGE1
@@ -103,9 +106,9 @@ def version_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     )
 
 
+@allow("versions", WRITE)
 @require_POST
 def version_cut(request: HttpRequest) -> HttpResponse:
-    _curator(request)
     filters = {
         "status": request.POST.get("status", "accepted"),
         "origins": request.POST.getlist("origins"),
@@ -131,9 +134,9 @@ def version_cut(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(reverse("exports:version_detail", args=[version.pk]))
 
 
+@allow("training-jobs", WRITE)
 @require_POST
 def job_start(request: HttpRequest, pk: int) -> HttpResponse:
-    _curator(request)
     version = get_object_or_404(DatasetVersion, pk=pk)
     try:
         config = json.loads(request.POST.get("config") or "{}")
@@ -144,14 +147,21 @@ def job_start(request: HttpRequest, pk: int) -> HttpResponse:
         # not overridden by the defaults that came along.
         defaults = default_config(kind) if kind in TrainingJob.Kind.values else {}
         config = {k: v for k, v in config.items() if defaults.get(k, object()) != v}
-        job = start_training_job(
-            version=version,
-            kind=kind,
-            preset=request.POST.get("preset", ""),
-            gpus=int(request.POST.get("gpus") or 1),
-            config=config,
-            created_by=request.user,
-        )
+        if request.POST.get("demo_model"):
+            config["model"] = request.POST["demo_model"]
+        # Demo names become folders (a demo model brings its short-run settings); the models are
+        # checked inside the transaction, so one that is not there rolls the job back unqueued.
+        config = demo_models.demo_job_config(kind, config)
+        with transaction.atomic():
+            job = start_training_job(
+                version=version,
+                kind=kind,
+                preset=request.POST.get("preset", ""),
+                gpus=int(request.POST.get("gpus") or 1),
+                config=config,
+                created_by=request.user,
+            )
+            demo_models.check_job_models({**default_config(job.kind), **job.config})
     except (TrainingJobError, ValueError) as exc:
         messages.error(request, f"Cannot start the job: {exc}")
         return HttpResponseRedirect(reverse("exports:version_detail", args=[pk]))
@@ -186,24 +196,26 @@ def loss_chart(job: TrainingJob) -> dict:
             "y_max": y_max, "x_max": x_max}  # fmt: skip
 
 
+@allow("training-jobs", READ)
 @require_GET
 @vary_on_htmx
 def job_detail(request: HtmxRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(TrainingJob.objects.select_related("version"), pk=pk)
+    jobs = TrainingJob.objects.filter(version__in=_versions(request))
+    job = get_object_or_404(jobs.select_related("version"), pk=pk)
     last = job.metrics.order_by("-line").first()
     context = {
         "job": job,
         "chart": loss_chart(job),
         "last": last.values if last else {},
-        "can_cancel": has_role(request.user, CURATOR) and job.is_open,
+        "can_cancel": allows(request.user, "training-jobs", WRITE) and job.is_open,
     }
     template = "exports/job_detail.html" + ("#metrics" if wants_fragment(request) else "")
     return render(request, template, context)
 
 
+@allow("training-jobs", WRITE)
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    _curator(request)
     job = get_object_or_404(TrainingJob, pk=pk)
     try:
         cancel_training_job(job=job)
@@ -213,8 +225,8 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("exports:job_detail", args=[pk]))
 
 
+@allow("webhooks", READ)
 @require_GET
 def webhook_log(request: HttpRequest) -> HttpResponse:
-    _curator(request)
     deliveries = WebhookDelivery.objects.select_related("webhook")[:100]
     return render(request, "exports/webhook_log.html", {"deliveries": deliveries})

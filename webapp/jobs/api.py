@@ -18,13 +18,12 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.catalog.models import Dataset
 from webapp.core.api import MAX_ID, FilteredListMixin, id_param, list_schema
-from webapp.core.permissions import IsCurator
+from webapp.core.policy import scope
 from webapp.jobs import captioning, pseudo_label, trajectories
 from webapp.jobs.models import Run
 from webapp.jobs.services import (
@@ -255,23 +254,17 @@ class RunViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
 
     filter_serializer_class = RunFilter
     filter_lookups = {"dataset": "dataset_id"}
-    curator_actions = frozenset(
-        {"create", "start_trajectories", "cancel", "resume", "retry_failed"}
-    )
+    # Reading is the editors'; starting and steering (every POST) the curators'.
+    policy_resource = "runs"
 
     def get_queryset(self) -> QuerySet[Run]:
-        queryset = Run.objects.all()
+        queryset = scope(Run.objects.all(), self.request.user, "dataset")
         return queryset.defer("errors") if self.action == "list" else queryset
 
     def get_serializer_class(self) -> type[serializers.Serializer]:
         if self.action == "create":
             return RunCreateSerializer
         return RunSerializer if self.action == "list" else RunDetailSerializer
-
-    def get_permissions(self):
-        if self.action in self.curator_actions:
-            return [IsAuthenticated(), IsCurator()]
-        return super().get_permissions()
 
     def create(self, request: Request) -> Response:
         serializer = RunCreateSerializer(data=request.data)

@@ -199,14 +199,12 @@ def filter_ids(queryset: QuerySet, selection: dict) -> QuerySet:
 
 def batch_task_for(run: Run):
     """The Celery task (and so the queue) that runs this run's batches."""
-    from workers.tasks import runs as tasks  # Celery loads task modules before Django is ready
+    from webapp.jobs import tasks  # tasks.py imports this module
 
     if run.kind == Run.Kind.PSEUDO_LABEL:
         return tasks.pseudo_label_batch
     if run.kind == Run.Kind.TRAJECTORY:
-        from workers.tasks import trajectories
-
-        return trajectories.task_for(run.parameters)
+        return tasks.trajectory_task_for(run.parameters)
     strategy = run.parameters.get("strategy")
     if strategy == "llm":
         return tasks.caption_batch
@@ -491,7 +489,7 @@ def _case_retried() -> Case:
 
 def _continue(run: Run) -> None:
     if Run.objects.filter(pk=run.pk, planned_at__isnull=True).exists():
-        from workers.tasks.runs import plan_run as plan_task
+        from webapp.jobs.tasks import plan_run as plan_task
 
         plan_task.delay_on_commit(run.pk)
     else:

@@ -11,13 +11,12 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from training.geometry import BoxError
 from webapp.core.api import FilteredListMixin, id_param, list_schema
-from webapp.core.roles import ANNOTATOR, CURATOR, has_role
+from webapp.core.policy import scope
 from webapp.regions import services
 from webapp.regions.models import Region
 
@@ -57,15 +56,6 @@ class RegionFilter(serializers.Serializer):
     origin = serializers.ChoiceField(choices=Region.Origin.choices, required=False)
 
 
-class IsReviewer(BasePermission):
-    """Annotators and curators (and superusers); raters never see regions."""
-
-    message = "This needs the annotator or curator role."
-
-    def has_permission(self, request: Request, view) -> bool:
-        return has_role(request.user, ANNOTATOR) or has_role(request.user, CURATOR)
-
-
 class RegionEditSerializer(serializers.Serializer):
     """What a review edit may change; every field optional. Validates only, writes nothing."""
 
@@ -90,7 +80,7 @@ class RegionViewSet(FilteredListMixin, mixins.UpdateModelMixin, viewsets.ReadOnl
     """Regions, filtered by ``dataset``, ``image``, ``status`` and ``origin``; PATCH edits one."""
 
     http_method_names = ["get", "patch", "head", "options"]
-    permission_classes = [IsReviewer]
+    policy_resource = "regions"
     serializer_class = RegionSerializer
     filter_serializer_class = RegionFilter
     # A region knows its dataset only through its image: one join, on an indexed key.
@@ -98,7 +88,7 @@ class RegionViewSet(FilteredListMixin, mixins.UpdateModelMixin, viewsets.ReadOnl
 
     def get_queryset(self) -> QuerySet[Region]:
         # ``box`` reads x0..y1; ``image`` and ``run`` are sent as ids, so no join is needed.
-        return Region.objects.only(
+        return scope(Region.objects.all(), self.request.user, "image__dataset").only(
             "id", "image_id", "x0", "y0", "x1", "y1", "phrase", "caption", "score",
             "origin", "status", "version", "flagged", "run_id",
         )  # fmt: skip

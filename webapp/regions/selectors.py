@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q, Window
+from django.db.models import Count, Q, QuerySet, Window
 from django.db.models.functions import TruncHour
 
 from webapp.catalog.models import Dataset
@@ -22,10 +22,12 @@ from webapp.regions.queue import QueueFilters, pending_regions
 STATUSES = Region.Status.values
 
 
-def datasets_with_pending() -> list[Dataset]:
-    """Every dataset, by name, with ``pending``: how many of its regions wait for review."""
+def datasets_with_pending(datasets: QuerySet[Dataset] | None = None) -> list[Dataset]:
+    """Every dataset (of ``datasets``), by name, with ``pending``: how many of its regions
+    wait for review."""
+    datasets = Dataset.objects.all() if datasets is None else datasets
     return list(
-        Dataset.objects.order_by("name").annotate(
+        datasets.order_by("name").annotate(
             pending=Count(
                 "images__regions", filter=Q(images__regions__status=Region.Status.PENDING)
             )

@@ -18,8 +18,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.core.exceptions import PermissionDenied
-from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, render
@@ -31,11 +29,11 @@ from django_htmx.http import reswap, retarget
 from training.geometry import BoxError
 from webapp.catalog.models import Dataset, Image
 from webapp.core.http import BadInput, HtmxRequest, parse_int, svg_number, vary_on_htmx
-from webapp.core.roles import ANNOTATOR, CURATOR
+from webapp.core.policy import READ, WRITE, allow, scope
 from webapp.jobs.models import Run
-from webapp.jobs.provenance import attach_provenance
 from webapp.regions import markup, review_actions, selectors, services
 from webapp.regions.models import Lease, Region, RegionChange
+from webapp.regions.provenance import attach_provenance
 from webapp.regions.queue import BadFilter, QueueFilters
 from webapp.regions.review_actions import Changed
 from webapp.regions.services import RegionConflict
@@ -54,17 +52,18 @@ STATUS_ACTIONS = {
 # --- Helpers ------------------------------------------------------------------------------------
 
 
-def _require_reviewer(request: HtmxRequest) -> None:
-    """Annotators and curators review; raters (and anyone else) get 403.
+def _datasets(request: HtmxRequest):
+    """The datasets, images and regions this user may review: none of a dataset restricted
+    to other annotators (``webapp.core.policy.scope``)."""
+    return scope(Dataset.objects.all(), request.user, "")
 
-    The groups are prefetched onto the user, so the page header's role list reuses them.
-    """
-    user = request.user
-    if user.is_superuser:
-        return
-    prefetch_related_objects([user], "groups")
-    if not {g.name for g in user.groups.all()} & {ANNOTATOR, CURATOR}:
-        raise PermissionDenied("Reviewing needs the annotator or curator role.")
+
+def _images(request: HtmxRequest):
+    return scope(Image.objects.all(), request.user, "dataset")
+
+
+def _regions(request: HtmxRequest):
+    return scope(Region.objects.all(), request.user, "image__dataset")
 
 
 def _url_pattern(name: str) -> str:
@@ -199,21 +198,21 @@ def _bad_input_response(request: HtmxRequest, message: str) -> HttpResponse:
 # --- The queue ----------------------------------------------------------------------------------
 
 
+@allow("regions", READ)
 @require_GET
 @vary_on_htmx
 def review_index(request: HtmxRequest) -> HttpResponse:
     """Datasets with their pending regions, each with a link to its review queue."""
-    _require_reviewer(request)
-    context = {"datasets": selectors.datasets_with_pending()}
+    context = {"datasets": selectors.datasets_with_pending(_datasets(request))}
     return render(request, "regions/queue.html", context)
 
 
+@allow("regions", READ)
 @require_GET
 @vary_on_htmx
 def queue(request: HtmxRequest, name: str) -> HttpResponse:
     """The filters of a dataset's queue, what they match, and "Start reviewing"."""
-    _require_reviewer(request)
-    dataset = get_object_or_404(Dataset, name=name)
+    dataset = get_object_or_404(_datasets(request), name=name)
     filters = _filters(request.GET)
     matching = selectors.queue_matching(dataset.pk, filters)
     runs = list(
@@ -235,11 +234,11 @@ def queue(request: HtmxRequest, name: str) -> HttpResponse:
     return render(request, "regions/queue.html", context)
 
 
+@allow("regions", WRITE)
 @require_POST
 def start(request: HtmxRequest, name: str) -> HttpResponse:
     """Lease the next matching image to this annotator and open it."""
-    _require_reviewer(request)
-    dataset = get_object_or_404(Dataset, name=name)
+    dataset = get_object_or_404(_datasets(request), name=name)
     filters = _filters(request.POST)
     image_id = services.claim_next_image(dataset_id=dataset.pk, user=request.user, filters=filters)
     if image_id is None:
@@ -247,11 +246,11 @@ def start(request: HtmxRequest, name: str) -> HttpResponse:
     return HttpResponseRedirect(_review_url(image_id, filters))
 
 
+@allow("regions", WRITE)
 @require_POST
 def next_image(request: HtmxRequest, pk: int) -> HttpResponse:
     """Give this image back and lease the next one (skip and next are the same move)."""
-    _require_reviewer(request)
-    image = get_object_or_404(Image.objects.only("pk", "dataset_id"), pk=pk)
+    image = get_object_or_404(_images(request).only("pk", "dataset_id"), pk=pk)
     filters = _filters(request.POST)
     # Claiming gives back the user's other leases in the dataset, this image's among them,
     # so only an empty queue needs the explicit release (one commit fewer per "next").
@@ -267,14 +266,14 @@ def next_image(request: HtmxRequest, pk: int) -> HttpResponse:
 # --- The review page ----------------------------------------------------------------------------
 
 
+@allow("regions", READ)
 @require_GET
 @vary_on_htmx
 def review_image(request: HtmxRequest, pk: int) -> HttpResponse:
     """One image, large, with every region as a box and a row; a fixed number of queries."""
-    _require_reviewer(request)
     # The lease rides along with the image, and the counts with the regions (a window over
     # the image's rows, taken before the LIMIT): two queries fewer than asking for each.
-    image = get_object_or_404(Image.objects.select_related("dataset", "lease__user"), pk=pk)
+    image = get_object_or_404(_images(request).select_related("dataset", "lease__user"), pk=pk)
     filters = _filters(request.GET)
     counts, regions = selectors.review_page_regions(image.pk, REGION_LIMIT)
     _decorate(request, regions)
@@ -299,12 +298,12 @@ def review_image(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, TEMPLATE, context)
 
 
+@allow("regions", READ)
 @require_GET
 @vary_on_htmx
 def region_fragment(request: HtmxRequest, pk: int) -> HttpResponse:
     """The region as it is now: "take theirs" after a conflict swaps this in."""
-    _require_reviewer(request)
-    region = get_object_or_404(Region, pk=pk)
+    region = get_object_or_404(_regions(request), pk=pk)
     if not request.htmx:
         return HttpResponseRedirect(_review_url(region.image_id, QueueFilters()))
     return _changes_response(request, Changed(image_id=region.image_id, regions=[region]))
@@ -325,11 +324,12 @@ def _edit(request: HtmxRequest, region_id: int, fields: dict[str, Any]) -> HttpR
     return _changes_response(request, changed, counts="status" in fields)
 
 
+@allow("regions", WRITE)
 @require_POST
 @vary_on_htmx
 def region_action(request: HtmxRequest, pk: int) -> HttpResponse:
     """Accept, reject, rewrite (``edit``: caption and phrase) or move (``box``) one region."""
-    _require_reviewer(request)
+    get_object_or_404(_regions(request).only("pk"), pk=pk)
     action = request.POST.get("action", "")
     try:
         if action in STATUS_ACTIONS:
@@ -347,12 +347,12 @@ def region_action(request: HtmxRequest, pk: int) -> HttpResponse:
     return _edit(request, pk, fields)
 
 
+@allow("regions", WRITE)
 @require_POST
 @vary_on_htmx
 def region_create(request: HtmxRequest, pk: int) -> HttpResponse:
     """A box the detector missed, drawn by the annotator (origin human)."""
-    _require_reviewer(request)
-    image = get_object_or_404(Image, pk=pk)
+    image = get_object_or_404(_images(request), pk=pk)
     try:
         box = [_float(request.POST.get(k), k) for k in ("x0", "y0", "x1", "y1")]
         changed = review_actions.draw(
@@ -367,12 +367,12 @@ def region_create(request: HtmxRequest, pk: int) -> HttpResponse:
     return _changes_response(request, changed)
 
 
+@allow("regions", WRITE)
 @require_POST
 @vary_on_htmx
 def region_delete(request: HtmxRequest, pk: int) -> HttpResponse:
     """Delete a human-drawn region (the others are rejected instead)."""
-    _require_reviewer(request)
-    region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=pk)
+    region = get_object_or_404(_regions(request).only("pk", "image_id"), pk=pk)
     try:
         version = parse_int(request.POST.get("version"), "version")
         changed = review_actions.delete(region=region, expected_version=version, user=request.user)
@@ -383,24 +383,24 @@ def region_delete(request: HtmxRequest, pk: int) -> HttpResponse:
     return _changes_response(request, changed)
 
 
+@allow("regions", WRITE)
 @require_POST
 @vary_on_htmx
 def accept_all(request: HtmxRequest, pk: int) -> HttpResponse:
     """Accept every region of the image that is still pending."""
-    _require_reviewer(request)
-    image = get_object_or_404(Image.objects.only("pk"), pk=pk)
+    image = get_object_or_404(_images(request).only("pk"), pk=pk)
     return _changes_response(
         request, review_actions.accept_all(image_id=image.pk, user=request.user)
     )
 
 
+@allow("regions", WRITE)
 @require_POST
 @vary_on_htmx
 def undo(request: HtmxRequest, pk: int) -> HttpResponse:
     """Ctrl+Z: the newest open step of the annotator's undo stack, or exactly the ``change``
     ids posted (see ``review_actions.undo``); a region someone changed since gets 409."""
-    _require_reviewer(request)
-    image = get_object_or_404(Image, pk=pk)
+    image = get_object_or_404(_images(request), pk=pk)
     try:
         values = ",".join(request.POST.getlist("change")).split(",")
         ids = sorted({parse_int(v, "change") for v in values if v.strip()}, reverse=True)
@@ -424,12 +424,14 @@ def undo(request: HtmxRequest, pk: int) -> HttpResponse:
 SHOWN_FIELDS = ("status", "caption", "phrase", "box", "flagged")
 
 
+@allow("regions", READ)
 @require_GET
 @vary_on_htmx
 def region_history(request: HtmxRequest, pk: int) -> HttpResponse:
     """Who changed the region, when, and what; each version can be restored."""
-    _require_reviewer(request)
-    region = Region.objects.filter(pk=pk).first()
+    region = _regions(request).filter(pk=pk).first()
+    if region is None and Region.objects.filter(pk=pk).exists():
+        raise Http404("no such region")
     changes = list(
         RegionChange.objects.filter(region_id=pk).select_related("user", "run").order_by("-pk")
     )
@@ -447,13 +449,13 @@ def region_history(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, name, context)
 
 
+@allow("regions", WRITE)
 @require_POST
 @vary_on_htmx
 def restore(request: HtmxRequest, change_id: int) -> HttpResponse:
     """Bring the region back to the state after an earlier change, recorded as a new change."""
-    _require_reviewer(request)
     change = get_object_or_404(RegionChange, pk=change_id)
-    region = get_object_or_404(Region.objects.only("pk", "image_id"), pk=change.region_id)
+    region = get_object_or_404(_regions(request).only("pk", "image_id"), pk=change.region_id)
     try:
         version = parse_int(request.POST.get("version"), "version")
         changed = review_actions.restore(
@@ -472,6 +474,7 @@ def restore(request: HtmxRequest, change_id: int) -> HttpResponse:
 PROGRESS_HOURS = 24
 
 
+@allow("regions", READ)
 @require_GET
 @vary_on_htmx
 def progress(request: HtmxRequest, name: str) -> HttpResponse:
@@ -480,8 +483,7 @@ def progress(request: HtmxRequest, name: str) -> HttpResponse:
     Three aggregate queries whatever the data size. The page polls itself (htmx, every 10 s)
     and gets the ``stats`` fragment back.
     """
-    _require_reviewer(request)
-    dataset = get_object_or_404(Dataset, name=name)
+    dataset = get_object_or_404(_datasets(request), name=name)
     counts = selectors.dataset_counts(dataset)
     since = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(
         hours=PROGRESS_HOURS - 1

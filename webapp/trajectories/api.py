@@ -22,9 +22,8 @@ from training.formats import ERROR_TYPES
 from webapp.core.api import FilteredListMixin, id_param, list_schema
 from webapp.core.http import upload_in_temporary_folder, upload_name
 from webapp.core.importing.report import ON_ERROR, ImportFailed, RecordError
-from webapp.core.permissions import IsCurator
+from webapp.core.policy import IMPORT, scope
 from webapp.core.versioning import etag, read_if_match
-from webapp.regions.api import IsReviewer
 from webapp.trajectories import services
 from webapp.trajectories.importing import import_trajectories
 from webapp.trajectories.models import Trajectory, TrajectoryStep
@@ -144,14 +143,16 @@ class TrajectoryViewSet(FilteredListMixin, mixins.UpdateModelMixin, viewsets.Rea
     ``error_type`` and ``seeded_error``; PATCH edits one, ``approve`` and ``reject`` decide."""
 
     http_method_names = ["get", "patch", "post", "head", "options"]
-    permission_classes = [IsReviewer]
+    policy_resource = "trajectories"
+    policy_actions = {"import_file": IMPORT}
     serializer_class = TrajectorySerializer
     filter_serializer_class = TrajectoryFilter
     filter_lookups = {"error_type": "pk__in"}
 
     def get_queryset(self) -> QuerySet[Trajectory]:
         # Two queries per page whatever its size: the rows (with the image's sha256) and steps.
-        return Trajectory.objects.select_related("image").prefetch_related(
+        trajectories = scope(Trajectory.objects.all(), self.request.user, "dataset")
+        return trajectories.select_related("image").prefetch_related(
             Prefetch("steps", queryset=TrajectoryStep.objects.order_by("k"))
         )
 
@@ -243,7 +244,6 @@ class TrajectoryViewSet(FilteredListMixin, mixins.UpdateModelMixin, viewsets.Rea
     )
     @action(
         detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser],
-        permission_classes=[IsCurator],
     )  # fmt: skip
     def import_file(self, request: Request) -> Response:
         """Import trajectories from an uploaded JSONL file (curators only)."""

@@ -14,8 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, prefetch_related_objects
+from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -35,7 +34,7 @@ from webapp.core.http import (
     vary_on_htmx,
 )
 from webapp.core.importing.report import ON_ERROR, ImportFailed
-from webapp.core.roles import ANNOTATOR, CURATOR, has_role
+from webapp.core.policy import IMPORT, READ, WRITE, allow, allows, scope
 from webapp.jobs.models import Run
 from webapp.regions.models import Region
 from webapp.trajectories import services
@@ -64,14 +63,14 @@ STATUS_ACTIONS = {
 # --- Helpers ------------------------------------------------------------------------------------
 
 
-def _require_editor(request: HtmxRequest) -> None:
-    """Annotators and curators edit trajectories; raters (and anyone else) get 403."""
-    user = request.user
-    if user.is_superuser:
-        return
-    prefetch_related_objects([user], "groups")
-    if not {g.name for g in user.groups.all()} & {ANNOTATOR, CURATOR}:
-        raise PermissionDenied("Editing trajectories needs the annotator or curator role.")
+def _datasets(request: HtmxRequest):
+    """The datasets and trajectories this user may edit: none of a dataset restricted to other
+    annotators (``webapp.core.policy.scope``)."""
+    return scope(Dataset.objects.all(), request.user, "")
+
+
+def _trajectories(request: HtmxRequest):
+    return scope(Trajectory.objects.all(), request.user, "dataset")
 
 
 def _filters(query) -> QueueFilters:
@@ -266,13 +265,14 @@ def _changes_for(
 # --- The queue ----------------------------------------------------------------------------------
 
 
+@allow("trajectories", READ)
 @require_GET
 @vary_on_htmx
 def index(request: HtmxRequest) -> HttpResponse:
     """Datasets with their trajectories waiting for people, each linking to its queue."""
-    _require_editor(request)
     waiting = dict(
-        Trajectory.objects.filter(status__in=services.OPEN_STATUSES)
+        _trajectories(request)
+        .filter(status__in=services.OPEN_STATUSES)
         .values("dataset_id")
         .annotate(n=Count("pk"))
         .values_list("dataset_id", "n")
@@ -281,25 +281,24 @@ def index(request: HtmxRequest) -> HttpResponse:
 
 
 def _index_context(request: HtmxRequest, waiting: dict[int, int], **extra: Any) -> dict:
-    all_datasets = list(Dataset.objects.order_by("name").only("pk", "name"))
+    all_datasets = list(_datasets(request).order_by("name").only("pk", "name"))
     datasets = [d for d in all_datasets if d.pk in waiting]
     for dataset in datasets:
         dataset.waiting = waiting[dataset.pk]
     return {
         "datasets": datasets,
         "all_datasets": all_datasets,
-        "can_import": has_role(request.user, CURATOR),
+        "can_import": allows(request.user, "trajectories", IMPORT),
         "statuses": Trajectory.Status.choices,
         **extra,
     }
 
 
+@allow("trajectories", IMPORT)
 @require_POST
 @vary_on_htmx
 def upload(request: HtmxRequest) -> HttpResponse:
     """Import a JSONL file of trajectories (curators); errors are listed by line and field."""
-    if not has_role(request.user, CURATOR):
-        raise PermissionDenied("Importing needs the curator role.")
     uploaded = request.FILES.get("file")
     dataset = request.POST.get("dataset", "")
     on_error = request.POST.get("on_error", "abort")
@@ -325,7 +324,8 @@ def upload(request: HtmxRequest) -> HttpResponse:
                     messages.warning(request, "skipped: " + line.replace(str(path), name))
                 return HttpResponseRedirect(reverse("trajectories:queue", args=[dataset]))
     waiting = dict(
-        Trajectory.objects.filter(status__in=services.OPEN_STATUSES)
+        _trajectories(request)
+        .filter(status__in=services.OPEN_STATUSES)
         .values("dataset_id")
         .annotate(n=Count("pk"))
         .values_list("dataset_id", "n")
@@ -334,12 +334,12 @@ def upload(request: HtmxRequest) -> HttpResponse:
     return render(request, "trajectories/queue.html", context, status=400)
 
 
+@allow("trajectories", READ)
 @require_GET
 @vary_on_htmx
 def queue(request: HtmxRequest, name: str) -> HttpResponse:
     """A dataset's queue: filters, counts by status, the matching trajectories, "Start editing"."""
-    _require_editor(request)
-    dataset = get_object_or_404(Dataset, name=name)
+    dataset = get_object_or_404(_datasets(request), name=name)
     filters = _filters(request.GET)
     counts = Trajectory.objects.filter(dataset=dataset).aggregate(
         total=Count("pk"),
@@ -371,11 +371,11 @@ def queue(request: HtmxRequest, name: str) -> HttpResponse:
     return render(request, "trajectories/queue.html", context)
 
 
+@allow("trajectories", WRITE)
 @require_POST
 def start(request: HtmxRequest, name: str) -> HttpResponse:
     """Lease the next matching trajectory to this annotator and open it."""
-    _require_editor(request)
-    dataset = get_object_or_404(Dataset, name=name)
+    dataset = get_object_or_404(_datasets(request), name=name)
     filters = _filters(request.POST)
     pk = services.claim_next(dataset_id=dataset.pk, user=request.user, filters=filters)
     if pk is None:
@@ -383,11 +383,11 @@ def start(request: HtmxRequest, name: str) -> HttpResponse:
     return HttpResponseRedirect(_editor_url(pk, filters))
 
 
+@allow("trajectories", WRITE)
 @require_POST
 def next_trajectory(request: HtmxRequest, pk: int) -> HttpResponse:
     """Give this trajectory back and lease the next one (skip and next are the same move)."""
-    _require_editor(request)
-    trajectory = get_object_or_404(Trajectory.objects.select_related("dataset"), pk=pk)
+    trajectory = get_object_or_404(_trajectories(request).select_related("dataset"), pk=pk)
     filters = _filters(request.POST)
     services.release_lease(trajectory_id=pk, user=request.user)
     next_pk = services.claim_next(
@@ -401,13 +401,13 @@ def next_trajectory(request: HtmxRequest, pk: int) -> HttpResponse:
 # --- The editor ---------------------------------------------------------------------------------
 
 
+@allow("trajectories", READ)
 @require_GET
 @vary_on_htmx
 def editor(request: HtmxRequest, pk: int) -> HttpResponse:
     """One trajectory beside its image; a fixed number of queries whatever its length."""
-    _require_editor(request)
     try:
-        trajectory = services.load_document(pk)
+        trajectory = services.load_document(pk, within=_trajectories(request))
     except Trajectory.DoesNotExist:
         raise Http404("no such trajectory") from None
     filters = _filters(request.GET)
@@ -431,22 +431,22 @@ def editor(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, TEMPLATE, context)
 
 
+@allow("trajectories", READ)
 @require_GET
 @vary_on_htmx
 def document(request: HtmxRequest, pk: int) -> HttpResponse:
     """The whole document as it is now: "take theirs" after a conflict swaps this in."""
-    _require_editor(request)
-    if not Trajectory.objects.filter(pk=pk).exists():
+    if not _trajectories(request).filter(pk=pk).exists():
         raise Http404("no such trajectory")
     return _changes_response(request, pk, {"question", "chain", "final", "status"})
 
 
+@allow("trajectories", WRITE)
 @require_POST
 @vary_on_htmx
 def edit(request: HtmxRequest, pk: int) -> HttpResponse:
     """One action on the document (see ``_changes_for``), carrying the version it read."""
-    _require_editor(request)
-    trajectory = get_object_or_404(Trajectory.objects.only("pk", "dataset_id"), pk=pk)
+    trajectory = get_object_or_404(_trajectories(request).only("pk", "dataset_id"), pk=pk)
     mine = _mine(request)
     try:
         version = parse_int(request.POST.get("version"), "version")
@@ -492,12 +492,12 @@ def _describe(before: dict | None, after: dict | None) -> list[tuple[str, str, s
     return rows
 
 
+@allow("trajectories", READ)
 @require_GET
 @vary_on_htmx
 def history(request: HtmxRequest, pk: int) -> HttpResponse:
     """Who changed the trajectory, when, and what; each version can be restored."""
-    _require_editor(request)
-    trajectory = get_object_or_404(Trajectory.objects.only("pk", "version"), pk=pk)
+    trajectory = get_object_or_404(_trajectories(request).only("pk", "version"), pk=pk)
     changes = list(
         TrajectoryChange.objects.filter(trajectory_id=pk)
         .select_related("user", "run")
@@ -510,12 +510,17 @@ def history(request: HtmxRequest, pk: int) -> HttpResponse:
     return render(request, name, context)
 
 
+@allow("trajectories", WRITE)
 @require_POST
 @vary_on_htmx
 def restore(request: HtmxRequest, change_id: int) -> HttpResponse:
     """Bring the trajectory back to the state after an earlier change, as a new change."""
-    _require_editor(request)
-    change = get_object_or_404(TrajectoryChange.objects.only("pk", "trajectory_id"), pk=change_id)
+    change = get_object_or_404(
+        TrajectoryChange.objects.filter(trajectory__in=_trajectories(request)).only(
+            "pk", "trajectory_id"
+        ),
+        pk=change_id,
+    )
     pk = change.trajectory_id
     try:
         version = parse_int(request.POST.get("version"), "version")
