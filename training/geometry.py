@@ -1,7 +1,7 @@
 """Box geometry shared by the importers, the review UI's caption lint and the Stage-1 loss.
 
 Boxes are pixel ``[x0, y0, x1, y1]`` with the origin top-left and y growing downwards,
-``0 <= x0 < x1 <= width`` and ``0 <= y0 < y1 <= height`` (``shared/FORMATS.md``).
+``0 <= x0 < x1 <= width`` and ``0 <= y0 < y1 <= height`` (``docs/formats.md``).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def iou(a: Box, b: Box) -> float:
 
 
 def spatial_relation(i: Box, j: Box) -> str:
-    """GT_SpatialRel(i, j) from ``shared/FORMATS.md``: how region i stands to region j.
+    """GT_SpatialRel(i, j) from ``docs/formats.md``: how region i stands to region j.
 
     >>> spatial_relation((0, 0, 10, 10), (20, 0, 30, 10))
     'left of'

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# BERT ids Grounding DINO uses to split the prompt into phrases (shared/NOTES-ML.md).
+# BERT ids Grounding DINO uses to split the prompt into phrases: transformers' phrase splitting
+# looks for exactly these ids, whatever the tokenizer.
 CLS_ID, SEP_ID, DOT_ID, QUESTION_ID = 101, 102, 1012, 1029
 
 

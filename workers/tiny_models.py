@@ -13,7 +13,7 @@ Builders are deterministic (fixed seed) and skip work when the folder is already
 
 No Django here. Both share one WordPiece vocabulary made here. Grounding DINO splits phrases at
 the BERT ids 101 ``[CLS]``, 102 ``[SEP]``, 1012 ``.`` and 1029 ``?``, so the vocabulary puts
-those tokens at exactly those ids (``shared/NOTES-ML.md``).
+those tokens at exactly those ids.
 """
 
 from __future__ import annotations

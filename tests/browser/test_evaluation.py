@@ -121,7 +121,9 @@ def test_a_rater_rates_by_keyboard_alone_and_sees_the_same_page_after_reload(
     context, page, errors = new_page(chromium)
     log_in(page, live_server, "rita", ["rater"])
     page.goto(f"{live_server.url}/evaluation/rounds/{open_round.pk}/mine")
-    page.keyboard.press("Enter")  # "Start rating" has the focus
+    # "Start rating" has the focus (autofocus); on a loaded machine it comes a moment after load.
+    page.wait_for_function("() => document.activeElement?.textContent.includes('Start rating')")
+    page.keyboard.press("Enter")
     page.wait_for_url("**/evaluation/assignments/*/")
     first_url = page.url
     page.wait_for_function("() => document.querySelector('.figure img').naturalWidth > 0")

@@ -1,1 +1,1 @@
-"""Reading (and, for tests, writing) dataset versions in the ``shared/FORMATS.md`` layout."""
+"""Reading (and, for tests, writing) dataset versions in the ``docs/formats.md`` layout."""

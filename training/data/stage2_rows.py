@@ -1,4 +1,4 @@
-"""Stage-2 records of one correction trajectory, in ``shared/FORMATS.md``'s shapes.
+"""Stage-2 records of one correction trajectory, in ``docs/formats.md``'s shapes.
 
 Plain functions over plain values (no Django, no database, no torch), so the rules below are
 tested and read in one place. The web export feeds them the trajectories it reads from the

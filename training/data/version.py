@@ -1,4 +1,4 @@
-"""Reader for a dataset version in the ``shared/FORMATS.md`` layout.
+"""Reader for a dataset version in the ``docs/formats.md`` layout.
 
 ``DatasetVersion.open(path)`` checks the manifest (format, format_version) and, unless told not
 to, recomputes ``content_sha256`` exactly as FORMATS.md defines it. Stage-1 samples stream from

@@ -1,4 +1,4 @@
-"""Writer for a dataset version in the ``shared/FORMATS.md`` layout, in constant memory.
+"""Writer for a dataset version in the ``docs/formats.md`` layout, in constant memory.
 
 The web application's exporter and ``training.data.synthetic`` both write through this module,
 so there is one definition of what a version looks like on disk. It imports neither Django nor

@@ -4,7 +4,7 @@ SFT, RM training, RL, the rectification loop and the trajectory worker all build
 here, so a model is always trained on the prompt it is later asked with. A change to any
 template bumps its version; the version is stored with every trajectory and training run.
 
-The revision prompt is the preprint's (§3.3.3, shared/FORMATS.md), word for word:
+The revision prompt is the preprint's (§3.3.3, docs/formats.md), word for word:
 ``User: {Q} Assistant: {A_k} Feedback: {F_k} Assistant (Revised):``. Local models get it as
 the user turn of their own chat template (``training.stage2.local``); endpoints get it as the
 user message.

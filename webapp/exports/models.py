@@ -8,7 +8,7 @@ from django.db import models
 
 
 class DatasetVersion(models.Model):
-    """One cut of one or more datasets in the ``shared/FORMATS.md`` layout.
+    """One cut of one or more datasets in the ``docs/formats.md`` layout.
 
     A version is ``queued`` when cut, ``running`` while a worker writes it into a temporary
     folder, and ``ready`` once its files are complete and in place: only then does it have a

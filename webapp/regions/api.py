@@ -41,7 +41,7 @@ class RegionSerializer(serializers.ModelSerializer):
         min_length=4,
         max_length=4,
         read_only=True,
-        help_text="Pixel [x0, y0, x1, y1], origin top-left (shared/FORMATS.md).",
+        help_text="Pixel [x0, y0, x1, y1], origin top-left (docs/formats.md).",
     )
 
     class Meta:

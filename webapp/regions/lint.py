@@ -3,7 +3,7 @@
 Each check returns the reasons (short strings) it finds for a region; a region with any reason
 is flagged. Geometry is never re-implemented here: where a box sits comes from
 ``training.formats.position_words`` (the rule template captions are written with) and how two
-boxes stand to each other from ``training.geometry.spatial_relation`` (shared/FORMATS.md), so the
+boxes stand to each other from ``training.geometry.spatial_relation`` (docs/formats.md), so the
 lint, the captions and the Stage-1 labels always agree.
 """
 

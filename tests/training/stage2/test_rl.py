@@ -148,7 +148,10 @@ def test_prompts_too_long_for_max_length_are_left_out(
 
 
 def test_a_bad_row_is_named_and_nothing_trains(
-    stage2_version_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stage2_version_dir: Path,
+    tiny_llava_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     version = tmp_path / "broken"
     shutil.copytree(stage2_version_dir, version)
@@ -159,7 +162,9 @@ def test_a_bad_row_is_named_and_nothing_trains(
     manifest = json.loads((version / "manifest.json").read_text())
     manifest["content_sha256"] = content_sha256(version)
     (version / "manifest.json").write_text(json.dumps(manifest))
-    args = ["--data", str(version), "--out", str(tmp_path / "run"), "rm=x"]
+    # Models that are there (the endpoint is never called): only the data is wrong.
+    models = [f"model={tiny_llava_dir}", "rm=http://127.0.0.1:1/v1#rm"]
+    args = ["--data", str(version), "--out", str(tmp_path / "run"), *models]
     assert rl_main(args) == 2
     assert "stage2/sft.jsonl row 2: missing or not text: feedback" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -13,7 +13,7 @@ from training.stage1.losses.contrastive import upcast
 
 class SCCLoss(nn.Module):
     """Eq. 2: cross-entropy of the relation predictor ``g(v_i, v_j)`` against
-    GT_SpatialRel(r_i, r_j) (``shared/FORMATS.md``, ``training.geometry``) over every ordered
+    GT_SpatialRel(r_i, r_j) (``docs/formats.md``, ``training.geometry``) over every ordered
     pair i != j of regions in the same image.
 
     g lives in the model (so DDP syncs it) and sees ``[v_i, v_j, v_i*v_j, v_i-v_j]`` only,
