@@ -9,7 +9,7 @@ PORT ?= 8000
 # The quick start runs with DEBUG on and the embedded defaults (SQLite in var/, tasks in-process).
 DEV_ENV := DEBUG=1
 
-.PHONY: setup run demo test test-fast lint fmt typecheck bench browser clean
+.PHONY: setup run demo test test-fast lint fmt typecheck bench browser lmms-env clean
 
 setup: $(STAMP)
 
@@ -55,9 +55,28 @@ typecheck: setup
 bench: setup
 	$(BIN)/python -m tests.bench.bench_import
 
+# lmms-eval in its own environment (.venv-lmms), never in .venv: unpinned, it upgrades torch
+# to a CUDA build. PyPI's torchvision wheels are CUDA builds that cannot load against the CPU
+# torch (transformers would then fail on import), so on a machine without a GPU it is removed
+# again: the harness needs it only for some of its model classes. filelock 4 dropped the
+# `filelock._api` module lmms-eval 0.7.3 patches. Used by tests/training/probes/ and by anyone
+# scoring a probe set's lmms_eval/ task (training/README.md).
+LMMS_VENV := .venv-lmms
+LMMS_PINS := lmms-eval==0.7.3 torchvision==0.28.0 filelock==3.32.7
+LMMS_STAMP := $(LMMS_VENV)/.installed-$(shell echo $(LMMS_PINS) | sha1sum | cut -c1-12)
+
+lmms-env: $(LMMS_STAMP)
+
+$(LMMS_STAMP):
+	test -x $(LMMS_VENV)/bin/python || $(PY) -m venv $(LMMS_VENV)
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(LMMS_VENV)/bin/pip install -q torch==2.13.0; fi
+	$(LMMS_VENV)/bin/pip install -q $(LMMS_PINS)
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(LMMS_VENV)/bin/pip uninstall -q -y torchvision; fi
+	rm -f $(LMMS_VENV)/.installed-* && touch $@
+
 # Headless Chromium from Debian for the browser tests (never a downloaded browser).
 browser:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(LMMS_VENV) var .pytest_cache .ruff_cache .mypy_cache

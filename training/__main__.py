@@ -18,6 +18,8 @@ commands:
   rectify    run the iterative rectification loop A_0 -> F_0 -> A_1 ... on a JSONL of items
   tiny-clip  write a tiny random CLIPModel with an offline tokenizer (tests, CPU trials)
   tiny-llava write a tiny random LLaVA (and a tiny text RM) with an offline tokenizer
+  bench      score a checkpoint or an endpoint on a probe set (POPE-style yes/no questions)
+  bench-compare  paired McNemar test of two bench runs on the same probe set
 """
 
 # command -> (module, function); imported only when run, so one command's heavy imports never
@@ -32,6 +34,8 @@ COMMANDS = {
     "hybrid": ("training.stage2.hybrid", "main"),
     "rectify": ("training.stage2.rectify", "main"),
     "tiny-llava": ("training.stage2.tiny", "main"),
+    "bench": ("training.probes.scorer", "main"),
+    "bench-compare": ("training.probes.compare", "main"),
 }
 
 
