@@ -155,15 +155,18 @@ class ProbeSetWriter:
         ``manifest.json``. ``manifest`` holds what only the manifest may hold (id, times, who,
         source datasets, the reviewed-image rule, seed, ``allow_seen``)."""
         self.close()
+        task = None
         if lmms_eval:
             from training.probes.lmms_task import write_lmms_task
 
-            write_lmms_task(self.root, str(manifest.get("id", self.root.name)))
+            # Named from the probes' content, so the task name says which questions it holds.
+            task = write_lmms_task(self.root, str(manifest.get("id", self.root.name)))
         shas = self.image_shas()
         full = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             **manifest,
+            "lmms_eval_task": task,
             "counts": {**self.counts(), **manifest.get("counts", {})},
             "image_sha256s": shas,
             "image_list_sha256": image_list_sha256(shas),
