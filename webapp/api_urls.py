@@ -10,11 +10,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import APIRootView, DefaultRouter
 
+from webapp.benchmarks.api import BenchmarkViewSet
 from webapp.catalog.api import DatasetViewSet, ImageViewSet
 from webapp.core.throttles import TokenRateThrottle
 from webapp.evaluation.api import ROUTES as EVALUATION_ROUTES
 from webapp.exports.api import TrainingJobViewSet, VersionViewSet
 from webapp.jobs.api import RunViewSet
+from webapp.probes.api import ROUTES as PROBE_ROUTES
 from webapp.regions.api import RegionViewSet
 from webapp.trajectories.api import ROUTES as TRAJECTORY_ROUTES
 
@@ -59,7 +61,8 @@ router.register("regions", RegionViewSet, basename="region")
 router.register("runs", RunViewSet, basename="run")
 router.register("versions", VersionViewSet, basename="version")
 router.register("training-jobs", TrainingJobViewSet, basename="training-job")
-for prefix, viewset, basename in TRAJECTORY_ROUTES + EVALUATION_ROUTES:
+router.register("benchmarks", BenchmarkViewSet, basename="benchmark")
+for prefix, viewset, basename in TRAJECTORY_ROUTES + EVALUATION_ROUTES + PROBE_ROUTES:
     router.register(prefix, viewset, basename=basename)
 
 urlpatterns = [

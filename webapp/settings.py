@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "webapp.exports",
     "webapp.trajectories",
     "webapp.evaluation",
+    "webapp.probes",
+    "webapp.benchmarks",
 ]
 
 MIDDLEWARE = [
@@ -198,6 +200,10 @@ SPECTACULAR_SETTINGS = {
         "VersionStatusEnum": "webapp.exports.models.DatasetVersion.Status",
         "TrainingJobStatusEnum": "webapp.exports.models.TrainingJob.Status",
         "TrainingJobKindEnum": "webapp.exports.models.TrainingJob.Kind",
+        "BenchmarkStatusEnum": "webapp.benchmarks.models.BenchmarkJob.Status",
+        "ProbeSetStatusEnum": "webapp.probes.models.ProbeSet.Status",
+        "ProbeSetKindEnum": "webapp.probes.models.ProbeSet.Kind",
+        "ProbeSetSplitEnum": "webapp.probes.models.ProbeSet.Split",
         "TrajectoryStatusEnum": "webapp.trajectories.models.Trajectory.Status",
         "ErrorTypeEnum": "training.formats.ERROR_TYPES",
     },
@@ -267,6 +273,10 @@ FGAM_EXPORT_SHARD_BYTES = env_int("FGAM_EXPORT_SHARD_BYTES", 1 << 30, minimum=1)
 FGAM_EXPORT_CHUNK_SIZE = env_int("FGAM_EXPORT_CHUNK_SIZE", 10_000, minimum=1)
 FGAM_EXPORT_TMP_DIR = env_str("FGAM_EXPORT_TMP_DIR", str(VAR_DIR / "export-tmp"))
 FGAM_TRAINING_DIR = env_str("FGAM_TRAINING_DIR", str(VAR_DIR / "training"))
+# Benchmark runs (python -m training bench): predictions.jsonl, metrics.json, log.txt.
+FGAM_BENCHMARK_DIR = env_str("FGAM_BENCHMARK_DIR", str(VAR_DIR / "benchmarks"))
+# Probe sets (webapp.probes): local folders, since the scorer reads one.
+FGAM_PROBES_DIR = env_str("FGAM_PROBES_DIR", str(VAR_DIR / "probes"))
 FGAM_WEBHOOK_TIMEOUT = env_float("FGAM_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
 FGAM_WEBHOOK_MAX_ATTEMPTS = env_int("FGAM_WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
 

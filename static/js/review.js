@@ -404,6 +404,7 @@ document.addEventListener("keydown", (event) => {
     n: () => toggleDraw(!drawing),
     A: () => document.getElementById("accept-all-form").requestSubmit(),
     " ": () => document.getElementById("next-form").requestSubmit(),
+    m: () => document.getElementById("mark-next-form").requestSubmit(),
     h: () => selected && rowOf(selected)?.querySelector(".history-link")?.click(),
     Delete: () => selected && rowOf(selected)?.querySelector(".delete-form button")?.click(),
     "?": () => openDialog("shortcuts"),

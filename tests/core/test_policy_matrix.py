@@ -28,6 +28,7 @@ from tests.api.factories import RunFactory
 from tests.catalog.factories import RegionFactory, UserFactory, stored_image
 from tests.evaluation.conftest import SYSTEM_NAMES, make_round
 from tests.trajectories.factories import make_trajectory
+from webapp.benchmarks.models import BenchmarkAnswer, BenchmarkJob
 from webapp.catalog.models import Dataset
 from webapp.core.permissions import api_rule
 from webapp.core.policy import ANYONE, DELEGATED, POLICY, rule_of
@@ -142,17 +143,37 @@ def world(media_root):
         "system": round_.systems.first(),
         "assignment": seat,
     }
+    objects["benchmark"] = make_benchmark(users["curator"])
+    objects["probe_set"] = objects["benchmark"].probe_set
     return users, objects
+
+
+def make_benchmark(user) -> BenchmarkJob:
+    """A benchmark job on a ready probe set, with one wrong answer (probe id "0")."""
+    from webapp.probes.models import ProbeSet
+
+    probe_set = ProbeSet.objects.create(
+        set_id="matrix-benchmark-probes", kind="pope", split="random", status="ready"
+    )
+    job = BenchmarkJob.objects.create(probe_set=probe_set, model_spec="x", created_by=user)
+    BenchmarkAnswer.objects.create(
+        job=job, position=0, probe_id="0", split="random", object="car",
+        question="Is there a car in the image?", expected="yes", answer="no", strict="no",
+        image_sha256="0" * 64,
+    )  # fmt: skip
+    return job
 
 
 # What a ``pk`` is, by the route's name (HTML) or router basename prefix (API).
 PK_OF = [
     (r"^catalog:image_", "image"),
-    (r"^regions:(review_image|next_image|region_create|accept_all|undo)$", "image"),
+    (r"^regions:(review_image|next_image|region_create|accept_all|undo|review_mark)$", "image"),
     (r"^regions:(region|region_action|region_delete|history)$", "region"),
     (r"^trajectories:", "trajectory"),
     (r"^jobs:", "run"),
     (r"^exports:job_", "job"),
+    (r"^benchmarks:", "benchmark"),
+    (r"^probes:", "probe_set"),
     (r"^exports:", "version"),
     (r"^evaluation:(rate|seat_image)$", "assignment"),
     (r"^evaluation:(responses_import|generate)$", "system"),
@@ -163,6 +184,8 @@ PK_OF = [
     (r"^run-", "run"),
     (r"^version-", "version"),
     (r"^training-job-", "job"),
+    (r"^benchmark-", "benchmark"),
+    (r"^probe-set-", "probe_set"),
     (r"^trajectory-", "trajectory"),
     (r"^evaluation-round-", "round"),
     (r"^evaluation-system-", "system"),
@@ -183,6 +206,8 @@ def url_of(route: Route, objects: dict) -> str:
             values[param] = str(objects[kind].pk)
         elif param == "format":
             values[param] = ".json" if route.name == "api-root" else "json"
+        elif param == "probe_id":
+            values[param] = "0"
         elif param == "table":
             values[param] = "table5"
         elif param == "fmt":

@@ -41,6 +41,7 @@ from webapp.core.http import upload_name, write_upload
 from webapp.core.importing.report import ImportFailed, RecordError
 from webapp.core.policy import is_curator, scope
 from webapp.core.roles import ANNOTATOR
+from webapp.regions.review_marks import mark_images
 
 # An uploaded image archive may expand to at most this much, in this many members. Far above a
 # real upload (big collections are imported from a folder with the management commands), far
@@ -124,7 +125,10 @@ class ImageSerializer(serializers.ModelSerializer):
             "metadata",
             "thumbnail_url",
             "file_url",
+            "exhaustively_reviewed_at",
+            "exhaustively_reviewed_by",
         ]
+        read_only_fields = ["exhaustively_reviewed_at", "exhaustively_reviewed_by"]
 
     def _url(self, name: str, image: Image) -> str:
         path = reverse(name, args=[image.pk])
@@ -136,6 +140,27 @@ class ImageSerializer(serializers.ModelSerializer):
 
     def get_file_url(self, image: Image) -> str:
         return self._url("catalog:image_file", image)
+
+
+class ReviewMarkSerializer(serializers.Serializer):
+    """Which images to mark exhaustively reviewed (or clear). Validates only."""
+
+    images = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=10_000,
+        help_text="Image ids; those you may not open count as missing.",
+    )
+    reviewed = serializers.BooleanField(help_text="true marks the images, false clears them.")
+
+
+class ReviewMarkResultSerializer(serializers.Serializer):
+    changed = serializers.IntegerField(help_text="Images marked (or cleared) now.")
+    unchanged = serializers.IntegerField(help_text="Images already in that state.")
+    pending = serializers.IntegerField(
+        help_text="Images not marked because some of their regions are still pending."
+    )
+    missing = serializers.IntegerField(help_text="Ids of no image you may open.")
 
 
 class ImageFilter(serializers.Serializer):
@@ -417,3 +442,23 @@ class ImageViewSet(FilteredListMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet[Image]:
         return scope(Image.objects.all(), self.request.user, "dataset")
+
+    @extend_schema(request=ReviewMarkSerializer, responses={200: ReviewMarkResultSerializer})
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="exhaustively-reviewed",
+        pagination_class=None,
+    )
+    def exhaustively_reviewed(self, request: Request) -> Response:
+        """Mark many images exhaustively reviewed, or clear them (``webapp.regions.review_marks``:
+        images with pending regions are not marked; these writes are not on any undo stack)."""
+        body = ReviewMarkSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        counts = mark_images(
+            images=self.get_queryset(),
+            image_ids=body.validated_data["images"],
+            reviewed=body.validated_data["reviewed"],
+            user=request.user,
+        )
+        return Response(counts.as_dict())

@@ -40,6 +40,12 @@ class DatasetAccess(models.Model):
         return f"{self.user_id} on {self.dataset_id}"
 
 
+class ImageQuerySet(models.QuerySet["Image"]):
+    def exhaustively_reviewed(self) -> "ImageQuerySet":
+        """Images whose every visible vocabulary object has an accepted box."""
+        return self.filter(exhaustively_reviewed_at__isnull=False)
+
+
 class Image(models.Model):
     """One image, content-addressed: its bytes live in storage under ``images/ab/<sha256>.ext``.
 
@@ -72,6 +78,15 @@ class Image(models.Model):
         "jobs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when every visible object of the dataset's vocabulary has an accepted box, so a
+    # name without a box on this image is really absent (the only source of "no" probes).
+    exhaustively_reviewed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    exhaustively_reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+
+    objects = ImageQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -88,6 +103,10 @@ class Image(models.Model):
     @property
     def caption(self) -> str:
         return self.captions[0] if self.captions else ""
+
+    @property
+    def is_exhaustively_reviewed(self) -> bool:
+        return self.exhaustively_reviewed_at is not None
 
 
 class QuestionItem(models.Model):
@@ -111,3 +130,29 @@ class QuestionItem(models.Model):
 
     def __str__(self) -> str:
         return self.question[:80]
+
+
+class VocabularyAlias(models.Model):
+    """A curator's mapping of a normalised phrase to a vocabulary name ("man" -> "person").
+
+    ``phrase`` is stored already normalised (``catalog.vocabulary.normalise`` without aliases),
+    so lookups are a plain dict access. Aliases are applied once, not chained.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="aliases")
+    phrase = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "phrase"], name="alias_phrase_per_dataset"),
+        ]
+        ordering = ["phrase"]
+
+    def __str__(self) -> str:
+        return f"{self.phrase} -> {self.name}"

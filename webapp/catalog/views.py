@@ -61,6 +61,8 @@ CONTENT_TYPES = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
 }
+GRID_FIELDS = ("pk", "sha256", "width", "height", "file_name", "captions", "split")
+GRID_FIELDS += ("storage_path", "exhaustively_reviewed_at")
 STATUS_CHOICES = [s.value for s in Region.Status]
 ORIGIN_CHOICES = [o.value for o in Region.Origin]
 
@@ -132,7 +134,7 @@ def image_grid(request: HtmxRequest, name: str) -> HttpResponse:
         images = images.filter(pk__gt=after)
     page = list(
         images.order_by("pk")
-        .only("pk", "sha256", "width", "height", "file_name", "captions", "split", "storage_path")
+        .only(*GRID_FIELDS)
         .annotate(region_count=count_of(Region.objects.all(), "image"))[: GRID_PAGE_SIZE + 1]
     )
     next_url = None

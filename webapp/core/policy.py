@@ -49,7 +49,8 @@ POLICY: dict[str, dict[str, frozenset[str]]] = {
     # The dataset list and image grids; imports, runs started from a dataset, its access list.
     "datasets": {READ: EDITORS, WRITE: CURATORS},
     # Image pages, bytes and thumbnails. Raters get an item's image through their seat.
-    "images": {READ: EDITORS},
+    # Write: marking images exhaustively reviewed in bulk (the API's only write on images).
+    "images": {READ: EDITORS, WRITE: EDITORS},
     # The review queue, region edits, their history.
     "regions": {READ: EDITORS, WRITE: EDITORS},
     # The trajectory queue and editor; importing trajectory files is the curator's.
@@ -58,6 +59,10 @@ POLICY: dict[str, dict[str, frozenset[str]]] = {
     # Dataset versions and their downloads (annotators see ready versions only).
     "versions": {READ: EDITORS, WRITE: CURATORS},
     "training-jobs": {READ: EDITORS, WRITE: CURATORS},
+    # Benchmark jobs, their metrics, wrong answers and probe images (never a rater's).
+    "benchmarks": {READ: EDITORS, WRITE: CURATORS},
+    # Probe sets (automatic benchmarks built from curated regions); curators build them.
+    "probe-sets": {READ: EDITORS, WRITE: CURATORS},
     "webhooks": {READ: CURATORS},
     # Evaluation rounds, their items, systems, responses and results.
     "rounds": {READ_BLIND: CURATORS | RATERS, READ: CURATORS, WRITE: CURATORS},

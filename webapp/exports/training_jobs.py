@@ -318,17 +318,25 @@ def _finish(job: TrainingJob, status: str, error: str = "") -> TrainingJob:
 def _update_tail(job: TrainingJob, log_path: Path, *, unless_size: int = -1) -> int:
     """Store the end of the log; nothing is read or written while its size is
     ``unless_size`` (the poll loop's last one). Returns the size seen (-1: unreadable)."""
+    size, tail = read_log_tail(log_path, unless_size=unless_size)
+    if tail is not None:
+        TrainingJob.objects.filter(pk=job.pk).update(log_tail=tail)
+    return size
+
+
+def read_log_tail(log_path: Path, *, unless_size: int = -1) -> tuple[int, str | None]:
+    """The log's size and its last ``LOG_TAIL_CHARS`` bytes as text; the text is ``None``
+    when the size is still ``unless_size`` or the log cannot be read (size -1). Benchmark
+    jobs follow their scorer's log with it too."""
     try:
         size = log_path.stat().st_size
         if size == unless_size:
-            return size
+            return size, None
         with log_path.open("rb") as handle:
             handle.seek(max(size - LOG_TAIL_CHARS, 0))
-            tail = handle.read().decode("utf-8", errors="replace")
+            return size, handle.read().decode("utf-8", errors="replace")
     except OSError:
-        return -1
-    TrainingJob.objects.filter(pk=job.pk).update(log_tail=tail)
-    return size
+        return -1, None
 
 
 class MetricsReader:

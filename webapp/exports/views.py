@@ -208,6 +208,7 @@ def job_detail(request: HtmxRequest, pk: int) -> HttpResponse:
         "chart": loss_chart(job),
         "last": last.values if last else {},
         "can_cancel": allows(request.user, "training-jobs", WRITE) and job.is_open,
+        "can_benchmark": allows(request.user, "benchmarks", WRITE),
     }
     template = "exports/job_detail.html" + ("#metrics" if wants_fragment(request) else "")
     return render(request, template, context)

@@ -8,6 +8,11 @@ into the folder it is given, which ``webapp.exports.storage`` then publishes.
 
 Ordering is by image sha256, then image id, then region id; the sample key is the image's
 sha256, so keys, order and the held-out split do not depend on when or where a cut is made.
+
+Leakage guard: images held by a ready probe set (``webapp.probes``) are left out of every part
+of the version (Stage-1 samples, questions, trajectories), read in the same snapshot; the
+manifest names those probe sets and counts the images and regions left out
+(``leakage_guard``, and ``probe_images_excluded`` among the counts).
 """
 
 from __future__ import annotations
@@ -63,13 +68,18 @@ def write_files(
                 + trajectory_queryset(ids, filters).count()
             )
             progress.start_phase("stage1", total=total)
-        held_out = _write_stage1(writer, ids, filters, version.reference, progress=progress)
+        guard = ProbeGuard.read(ids)
+        held_out = _write_stage1(
+            writer, ids, filters, version.reference, progress=progress, guard=guard
+        )
         if progress is not None:
             progress.start_phase("questions")
-        _write_questions(writer, ids, filters, progress=progress)
+        _write_questions(writer, ids, filters, progress=progress, guard=guard)
         if progress is not None:
             progress.start_phase("trajectories")
-        write_trajectories(writer, ids, filters, reference=version.reference, progress=progress)
+        write_trajectories(
+            writer, ids, filters, reference=version.reference, progress=progress, guard=guard
+        )
         if progress is not None:
             progress.start_phase("hashing")
         if writer.regions == 0 and not any(
@@ -89,11 +99,56 @@ def write_files(
                 "filters": version.filters,
                 "reference": version.reference,
                 "derived_from": sorted(p.name for p in version.derived_from.all()),
-                "counts": held_out,
+                "leakage_guard": guard.record(),
+                "counts": {**held_out, "probe_images_excluded": len(guard.excluded)},
             }
         )
     manifest["size_bytes"] = folder_size(root)
     return manifest
+
+
+class ProbeGuard:
+    """The image sha256s of ready probe sets that a cut over ``ids`` could write, and which
+    of them it did leave out. Read inside the snapshot (a probe set becoming ready meanwhile
+    is wholly in or out)."""
+
+    def __init__(self, shas: set[str], probe_sets: list[str]) -> None:
+        self.shas = shas
+        self.probe_sets = probe_sets
+        self.excluded: set[str] = set()
+        self.regions = 0
+
+    @classmethod
+    def read(cls, ids: list[int]) -> ProbeGuard:
+        from webapp.probes.models import ProbeImage, ProbeSet
+
+        rows = ProbeImage.objects.filter(
+            probe_set__status=ProbeSet.Status.READY,
+            sha256__in=Image.objects.filter(dataset_id__in=ids).values("sha256"),
+        ).values_list("sha256", "probe_set__set_id")
+        shas: set[str] = set()
+        sets: set[str] = set()
+        for sha, set_id in rows.iterator(chunk_size=settings.FGAM_EXPORT_CHUNK_SIZE):
+            shas.add(sha)
+            sets.add(set_id)
+        return cls(shas, sorted(sets))
+
+    def leaves_out(self, sha: str, regions: int = 0) -> bool:
+        if sha not in self.shas:
+            return False
+        self.excluded.add(sha)
+        self.regions += regions
+        return True
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "probe_sets": self.probe_sets,
+            "probe_images_excluded": len(self.excluded),
+            "probe_regions_excluded": self.regions,
+        }
+
+
+_NO_GUARD = ProbeGuard(set(), [])
 
 
 class _snapshot:
@@ -169,6 +224,7 @@ def _write_stage1(
     reference: bool,
     *,
     progress: ExportProgress | None = None,
+    guard: ProbeGuard = _NO_GUARD,
 ) -> dict[str, int]:
     """One sample per distinct image sha256 (an image in two chosen datasets is one sample).
 
@@ -191,6 +247,8 @@ def _write_stage1(
             return
         if progress is not None:
             progress.advance(len(regions))
+        if guard.leaves_out(current, len(regions)):
+            return
         if fraction and key_in_holdout(current, fraction):
             held_images += 1
             held_regions += len(regions)
@@ -241,6 +299,7 @@ def _write_questions(
     filters: Filters,
     *,
     progress: ExportProgress | None = None,
+    guard: ProbeGuard = _NO_GUARD,
 ) -> None:
     """RL prompts for training images; the held-out images' questions go to eval/ only."""
     rows = (
@@ -254,6 +313,8 @@ def _write_questions(
         row = {"id": qid, "image": sha, "question": question, "reference": reference}
         if progress is not None:
             progress.advance(1)
+        if guard.leaves_out(sha):
+            continue
         if fraction and key_in_holdout(sha, fraction):
             writer.eval_items.add(row)
         else:
@@ -273,6 +334,7 @@ def write_trajectories(
     *,
     reference: bool = False,
     progress: ExportProgress | None = None,
+    guard: ProbeGuard = _NO_GUARD,
 ) -> None:
     """Stage-2 SFT, RM and LLaVA rows of the chosen trajectories (``training.data.stage2_rows``
     has the row rules), streamed from three server-side cursors in the same order.
@@ -336,6 +398,8 @@ def write_trajectories(
                 evidence = evidence_text(own_regions)
             if progress is not None:
                 progress.advance(1)
+            if guard.leaves_out(sha):
+                continue
             if fraction and key_in_holdout(sha, fraction):
                 if item_id is None:
                     writer.eval_items.add(

@@ -6,7 +6,7 @@ from django.db.models import F, Q
 class Region(models.Model):
     """A box on an image with its phrase and caption.
 
-    The box is pixel ``[x0, y0, x1, y1]`` (shared/FORMATS.md). The image's width and height
+    The box is pixel ``[x0, y0, x1, y1]`` (docs/formats.md). The image's width and height
     are copied here so check constraints can hold the whole contract
     ``0 <= x0 < x1 <= width``, ``0 <= y0 < y1 <= height`` in the database itself.
     ``version`` grows with every change; writers send the version they read and get a
@@ -240,6 +240,10 @@ class UndoStep(models.Model):
         "catalog.Image", on_delete=models.CASCADE, related_name="+", db_index=False
     )
     changes = models.JSONField(default=list)
+    # A step that marked or cleared the image's exhaustive-review mark keeps the mark before
+    # and after, ``{"before": {"at": iso | None, "by": id | None}, "after": {...}}``
+    # (``webapp.regions.review_marks``); undoing it puts "before" back.
+    review_mark = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True)

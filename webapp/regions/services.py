@@ -21,6 +21,7 @@ from webapp.core.versioning import Conflict, versioned_update
 from webapp.regions.lint import LintRegion, lint_regions, may_affect
 from webapp.regions.models import Lease, Region, RegionChange, UndoStep
 from webapp.regions.queue import QueueFilters, candidate_images
+from webapp.regions.review_marks import revert_mark
 
 EDITABLE = frozenset({"box", "phrase", "caption", "status", "flagged", "flag_reason"})
 
@@ -267,6 +268,8 @@ class Reverted:
     error: str = ""
     # No open step was left to undo.
     nothing: bool = False
+    # The step's exhaustive-review mark of the image was put back (``review_marks``).
+    mark_reverted: bool = False
 
 
 def record_undo_step(*, user, image_id: int, change_ids: Iterable[int]) -> UndoStep | None:
@@ -313,12 +316,14 @@ def undo_last_step(*, user, image) -> Reverted:
     The step is claimed with one conditional ``UPDATE`` whose row count says whether this
     request won it, so two tabs pressing Ctrl+Z at once undo two steps, not one step twice. A
     step that meets someone else's newer change is closed as superseded: Ctrl+Z then moves on.
+    A step that set or cleared the image's exhaustive-review mark puts the earlier mark back
+    (``review_marks.revert_mark``); a mark someone changed since supersedes it the same way.
     """
     while True:
         step = (
             UndoStep.objects.filter(user=user, image=image, closed_at__isnull=True)
             .order_by("-pk")
-            .only("pk", "changes")
+            .only("pk", "changes", "review_mark")
             .first()
         )
         if step is None:
@@ -329,6 +334,10 @@ def undo_last_step(*, user, image) -> Reverted:
         if claimed:
             break
     out = revert_changes(change_ids=step.changes, user=user, image=image)
+    if step.review_mark and not (out.conflict or out.error):
+        out.mark_reverted = revert_mark(image_id=image.pk, review_mark=step.review_mark)
+        if not out.mark_reverted:
+            out.error = "the image's review mark was changed by someone since"
     if out.conflict or out.error:
         UndoStep.objects.filter(pk=step.pk).update(outcome=UndoStep.Outcome.SUPERSEDED)
     return out

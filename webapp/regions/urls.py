@@ -13,6 +13,7 @@ urlpatterns = [
     path("images/<int:pk>/regions/", views.region_create, name="region_create"),
     path("images/<int:pk>/accept-all", views.accept_all, name="accept_all"),
     path("images/<int:pk>/undo", views.undo, name="undo"),
+    path("images/<int:pk>/reviewed", views.review_mark, name="review_mark"),
     path("regions/<int:pk>/", views.region_fragment, name="region"),
     path("regions/<int:pk>/action", views.region_action, name="region_action"),
     path("regions/<int:pk>/delete", views.region_delete, name="region_delete"),

@@ -24,14 +24,14 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from training.geometry import BoxError
 from webapp.catalog.models import Dataset, Image
 from webapp.core.http import BadInput, HtmxRequest, parse_int, svg_number, vary_on_htmx
 from webapp.core.policy import READ, WRITE, allow, scope
 from webapp.jobs.models import Run
-from webapp.regions import markup, review_actions, selectors, services
+from webapp.regions import markup, review_actions, review_marks, selectors, services
 from webapp.regions.models import Lease, Region, RegionChange
 from webapp.regions.provenance import attach_provenance
 from webapp.regions.queue import BadFilter, QueueFilters
@@ -123,12 +123,14 @@ def _changes_response(
     undo: bool = False,
     counts: bool = True,
     nothing: bool = False,
+    marked: Image | None = None,
 ) -> HttpResponse:
     """The fragments that changed (rows and boxes, out of band) and the image's counts.
 
     ``counts=False`` leaves the counts out (and their query) for edits that cannot move them:
     captions and boxes. ``HX-Trigger: fgam:changed`` tells the page what changed; the undo
     stack itself lives on the server (``UndoStep``), so nothing here needs keeping.
+    ``marked`` is the image when its exhaustive-review mark changed: its state is redrawn.
     """
     if not request.htmx:
         return HttpResponseRedirect(
@@ -141,6 +143,7 @@ def _changes_response(
         "added": changed.added,
         "removed": changed.removed,
         "counts": selectors.image_status_counts(changed.image_id) if counts else None,
+        "marked": marked,
         "oob": True,
     }
     response = render(request, f"{TEMPLATE}#changes", context)
@@ -151,6 +154,7 @@ def _changes_response(
         "regions": [r.pk for r in changed.regions],
         "added": [r.pk for r in changed.added],
         "removed": changed.removed,
+        "reviewed": None if marked is None else marked.exhaustively_reviewed_at is not None,
     }
     response["HX-Trigger"] = json.dumps({"fgam:changed": payload})
     return response
@@ -251,7 +255,11 @@ def start(request: HtmxRequest, name: str) -> HttpResponse:
 def next_image(request: HtmxRequest, pk: int) -> HttpResponse:
     """Give this image back and lease the next one (skip and next are the same move)."""
     image = get_object_or_404(_images(request).only("pk", "dataset_id"), pk=pk)
-    filters = _filters(request.POST)
+    return HttpResponseRedirect(_next_url(request, image, _filters(request.POST)))
+
+
+def _next_url(request: HtmxRequest, image: Image, filters: QueueFilters, **extra: str) -> str:
+    """Lease the next image after ``image`` and return its page (or the empty queue's)."""
     # Claiming gives back the user's other leases in the dataset, this image's among them,
     # so only an empty queue needs the explicit release (one commit fewer per "next").
     image_id = services.claim_next_image(
@@ -259,8 +267,31 @@ def next_image(request: HtmxRequest, pk: int) -> HttpResponse:
     )
     if image_id is None:
         services.release_lease(image_id=image.pk, user=request.user)
-        return HttpResponseRedirect(_queue_url(image.dataset, filters, empty="1"))
-    return HttpResponseRedirect(_review_url(image_id, filters))
+        return _queue_url(image.dataset, filters, empty="1", **extra)
+    url = _review_url(image_id, filters)
+    return f"{url}{'&' if '?' in url else '?'}{urlencode(extra)}" if extra else url
+
+
+@allow("regions", WRITE)
+@require_POST
+@vary_on_htmx
+def review_mark(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Mark the image exhaustively reviewed (``reviewed=1``) or clear it (``reviewed=0``), as
+    one step of the undo stack; with ``next=1`` then go on to the next image, whose page says
+    which image was marked (``?marked=``) so it can be reopened and undone."""
+    image = get_object_or_404(_images(request).only("pk", "dataset_id"), pk=pk)
+    reviewed = request.POST.get("reviewed", "1") == "1"
+    try:
+        review_marks.mark_image(image_id=image.pk, reviewed=reviewed, user=request.user)
+    except review_marks.StillPending as error:
+        return _bad_input_response(request, str(error))
+    if request.POST.get("next") == "1":
+        extra = {"marked": str(image.pk)} if reviewed else {}
+        url = _next_url(request, image, _filters(request.POST), **extra)
+        return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)
+    services.renew_lease(image_id=image.pk, user=request.user)
+    marked = Image.objects.select_related("exhaustively_reviewed_by").get(pk=image.pk)
+    return _changes_response(request, Changed(image_id=image.pk), counts=False, marked=marked)
 
 
 # --- The review page ----------------------------------------------------------------------------
@@ -273,7 +304,10 @@ def review_image(request: HtmxRequest, pk: int) -> HttpResponse:
     """One image, large, with every region as a box and a row; a fixed number of queries."""
     # The lease rides along with the image, and the counts with the regions (a window over
     # the image's rows, taken before the LIMIT): two queries fewer than asking for each.
-    image = get_object_or_404(_images(request).select_related("dataset", "lease__user"), pk=pk)
+    image = get_object_or_404(
+        _images(request).select_related("dataset", "lease__user", "exhaustively_reviewed_by"),
+        pk=pk,
+    )
     filters = _filters(request.GET)
     counts, regions = selectors.review_page_regions(image.pk, REGION_LIMIT)
     _decorate(request, regions)
@@ -294,8 +328,16 @@ def review_image(request: HtmxRequest, pk: int) -> HttpResponse:
         "lease_is_mine": bool(lease and lease.user_id == request.user.pk),
         "has_file": bool(image.storage_path or image.uri.startswith(("http://", "https://"))),
         "queue_url": _queue_url(image.dataset, filters),
+        # The image whose exhaustive-review state is drawn (the same partial as after a mark).
+        "marked": image,
+        "just_marked": parse_marked(request.GET.get("marked")),
     }
     return render(request, TEMPLATE, context)
+
+
+def parse_marked(value: str | None) -> int | None:
+    """The id in ``?marked=`` (the image just marked before this one), if it is one."""
+    return int(value) if value and value.isdigit() else None
 
 
 @allow("regions", READ)
@@ -416,7 +458,10 @@ def undo(request: HtmxRequest, pk: int) -> HttpResponse:
         image_id=image.pk, regions=selectors.regions_by_id(r.pk for r in done.regions),
         added=done.added, removed=done.removed, changes=done.made,
     )  # fmt: skip
-    return _changes_response(request, changed, undo=True, nothing=done.nothing)
+    marked = None
+    if done.mark_reverted:
+        marked = Image.objects.select_related("exhaustively_reviewed_by").get(pk=image.pk)
+    return _changes_response(request, changed, undo=True, nothing=done.nothing, marked=marked)
 
 
 # --- History ------------------------------------------------------------------------------------
