@@ -9,7 +9,8 @@ A run directory holds::
     metrics.jsonl   one line per logging step: step, epoch, loss, lr, samples_per_s,
                     tokens_per_s, supervised_tokens (Stage-1's shape, so the job page plots it)
     final/          weights loadable with from_pretrained, with the processor/tokenizer:
-                    a peft adapter folder when LoRA was on (unless merge_lora=true), else the
+                    a peft adapter folder when LoRA was on (unless merge_lora=true, or
+                    vision_tower= replaced M's tower: then merged weights), else the
                     full model. ``LocalGenerator.from_pretrained(final)`` loads either.
 
 Why a small trainer of our own rather than TRL's ``SFTTrainer``: the label mask is the
@@ -25,6 +26,7 @@ runs the same command, data is split by ``DistributedSampler``, only rank 0 writ
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -37,6 +39,8 @@ from typing import Any
 from training.config import ConfigError, command_parser, help_text, resolve_args, to_dict
 from training.runtime import Runtime, cosine_with_warmup, setup_runtime
 from training.stage2.config import LORA_AUTO_MIN_PARAMS, RMConfig, SFTConfig, Stage2Common
+
+log = logging.getLogger(__name__)
 
 
 def count_parameters(model: Any) -> int:
@@ -305,7 +309,13 @@ def train_supervised(
                 break
         epoch += 1
     if runtime.main:
-        save_final(model, processor, out / "final", lora=lora, merge=config.merge_lora)
+        merge = config.merge_lora
+        if lora and not merge and getattr(config, "vision_tower", ""):
+            # An adapter names M as its base, so loading it would bring M's own tower back and
+            # the Stage-1 tower would be lost: with a replaced tower, final/ is merged weights.
+            log.warning("vision_tower= with LoRA: final/ is written as merged full weights")
+            merge = True
+        save_final(model, processor, out / "final", lora=lora, merge=merge)
     if runtime.world_size > 1:
         dist.barrier()
     return {

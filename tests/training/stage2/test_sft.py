@@ -118,9 +118,12 @@ def test_lora_adapts_only_the_language_model_and_reloads(
     assert not torch.allclose(prompt_logits[0], prompt_logits[1])  # the adapter is applied
 
 
+@pytest.mark.parametrize("lora", ["false", "true"])
 def test_vision_tower_comes_from_a_stage1_checkpoint(
-    tiny_llava_dir: Path, stage2_version_dir: Path, tmp_path: Path
+    tiny_llava_dir: Path, stage2_version_dir: Path, tmp_path: Path, lora: str
 ) -> None:
+    """Under LoRA too: an adapter would name M as its base and bring M's own tower back, so
+    final/ is written merged when the tower was replaced."""
     from transformers import AutoConfig, AutoModelForImageTextToText, CLIPVisionModel
 
     vision_config = AutoConfig.from_pretrained(tiny_llava_dir).vision_config
@@ -140,10 +143,12 @@ def test_vision_tower_comes_from_a_stage1_checkpoint(
                 "batch_size=2",
                 "grad_accum=1",
                 f"vision_tower={tmp_path / 'stage1-run'}",
+                f"lora={lora}",
             ]
         )
         == 0
     )
+    assert not (run / "final" / "adapter_config.json").exists()
     tower = AutoModelForImageTextToText.from_pretrained(run / "final").model.vision_tower
     expected = {k.removeprefix("vision_model."): v for k, v in stage1.state_dict().items()}
     got = {k.removeprefix("vision_model."): v for k, v in tower.state_dict().items()}
