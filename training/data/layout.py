@@ -8,7 +8,9 @@ reader so they do not load torch.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 FORMAT = "fgam-dataset"
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -32,6 +34,15 @@ def content_sha256(root: Path) -> str:
     )
     text = "".join(f"{file_sha256(root / rel)}  {rel}\n" for rel in files)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` plus the folder's ``content_sha256``, written as ``manifest.json``, the
+    last file of a version or probe set (the hash leaves it out)."""
+    full = {**manifest, "content_sha256": content_sha256(root)}
+    text = json.dumps(full, indent=2, sort_keys=True) + "\n"
+    (root / "manifest.json").write_text(text, encoding="utf-8")
+    return full
 
 
 def key_in_holdout(key: str, fraction: float) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from training.data.layout import FORMAT, content_sha256
+from training.data.layout import FORMAT, write_manifest
 
 FORMAT_VERSION = 1
 DEFAULT_SHARD_BYTES = 1 << 30  # about 1 GB per shard (FORMATS.md)
@@ -486,11 +486,8 @@ class VersionWriter:
             "format_version": FORMAT_VERSION,
             **manifest,
             "counts": {**self.counts(), **manifest.get("counts", {})},
-            "content_sha256": content_sha256(self.root),
         }
-        text = json.dumps(full, indent=2, sort_keys=True) + "\n"
-        (self.root / "manifest.json").write_text(text, encoding="utf-8")
-        return full
+        return write_manifest(self.root, full)
 
     def __enter__(self) -> VersionWriter:
         return self

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from training.data.layout import content_sha256, uri_path
+from training.data.layout import content_sha256, uri_path, write_manifest
 from training.data.writer import canonical_json
 
 FORMAT = "fgam-probes"
@@ -170,11 +170,8 @@ class ProbeSetWriter:
             "counts": {**self.counts(), **manifest.get("counts", {})},
             "image_sha256s": shas,
             "image_list_sha256": image_list_sha256(shas),
-            "content_sha256": content_sha256(self.root),
         }
-        text = json.dumps(full, indent=2, sort_keys=True) + "\n"
-        (self.root / "manifest.json").write_text(text, encoding="utf-8")
-        return full
+        return write_manifest(self.root, full)
 
     def __enter__(self) -> ProbeSetWriter:
         return self

@@ -26,12 +26,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
 from django.db.models.fields.json import KT
 
 from training.data.layout import key_in_holdout
 from training.data.writer import REGION_ROW, VersionWriter, folder_size
 from webapp.catalog.models import Image
+from webapp.core.snapshot import read_snapshot
 from webapp.exports.models import DatasetVersion
 from webapp.exports.progress import ExportProgress
 from webapp.exports.rows import chunked_rows
@@ -55,7 +55,7 @@ def write_files(
     datasets = sorted(version.datasets.all(), key=lambda d: d.name)
     ids = [d.pk for d in datasets]
     with (
-        _snapshot(),
+        read_snapshot(),
         VersionWriter(
             root, reference=version.reference, shard_bytes=settings.FGAM_EXPORT_SHARD_BYTES
         ) as writer,
@@ -149,25 +149,6 @@ class ProbeGuard:
 
 
 _NO_GUARD = ProbeGuard(set(), [])
-
-
-class _snapshot:
-    """One transaction for every read; REPEATABLE READ on PostgreSQL when we open it.
-
-    ``SET TRANSACTION`` must be the transaction's first statement, so it is only sent when
-    this block starts the transaction (not inside an outer one, as in a test's wrapper).
-    """
-
-    def __enter__(self) -> None:
-        outermost = not connection.in_atomic_block
-        self._atomic = transaction.atomic()
-        self._atomic.__enter__()
-        if outermost and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-
-    def __exit__(self, *exc: Any) -> None:
-        self._atomic.__exit__(*exc)
 
 
 # ``training.data.writer.REGION_ROW`` then the image id: ``_WRITTEN`` cuts it off (in C).

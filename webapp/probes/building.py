@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from training.data.layout import content_sha256
 from training.probes.layout import Probe, ProbeSetWriter
 from webapp.catalog.models import Dataset, Image
 from webapp.catalog.vocabulary import aliases_of, normalise
+from webapp.core.snapshot import read_snapshot
 from webapp.exports.writing import ImageSource
 from webapp.probes.leakage import seen_in_versions
 from webapp.probes.models import ProbeImage, ProbeSet
@@ -268,29 +269,13 @@ class _Namer:
         return name
 
 
-class _snapshot:
-    """One transaction for every read; REPEATABLE READ on PostgreSQL when it is the outermost
-    (``SET TRANSACTION`` must be its first statement), as ``exports.writing`` does."""
-
-    def __enter__(self) -> None:
-        outermost = not connection.in_atomic_block
-        self._atomic = transaction.atomic()
-        self._atomic.__enter__()
-        if outermost and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-
-    def __exit__(self, *exc: Any) -> None:
-        self._atomic.__exit__(*exc)
-
-
 def _read_and_plan(probe_set: ProbeSet, datasets: list[Dataset], progress: _Progress):
     ids = [d.pk for d in datasets]
     namer = _Namer(datasets)
     params = probe_set.params
     accepted = Region.objects.filter(status=Region.Status.ACCEPTED).exclude(phrase="")
     reviewed = Image.objects.filter(dataset_id__in=ids).exhaustively_reviewed()
-    with _snapshot():
+    with read_snapshot():
         vocabulary = sorted(
             {
                 name
