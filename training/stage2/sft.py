@@ -310,7 +310,7 @@ def train_supervised(
         epoch += 1
     if runtime.main:
         merge = config.merge_lora
-        if lora and not merge and getattr(config, "vision_tower", ""):
+        if lora and not merge and isinstance(config, SFTConfig) and config.vision_tower:
             # An adapter names M as its base, so loading it would bring M's own tower back and
             # the Stage-1 tower would be lost: with a replaced tower, final/ is merged weights.
             log.warning("vision_tower= with LoRA: final/ is written as merged full weights")
