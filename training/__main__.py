@@ -20,6 +20,8 @@ commands:
   tiny-llava write a tiny random LLaVA (and a tiny text RM) with an offline tokenizer
   bench      score a checkpoint or an endpoint on a probe set (POPE-style yes/no questions)
   bench-compare  paired McNemar test of two bench runs on the same probe set
+  study-plan the commands of a study (study.json): the ablation arms as one plan
+  swap-tower M with a Stage-1 vision tower in place, saved (a study's w/o Stage-2 arm)
 """
 
 # command -> (module, function); imported only when run, so one command's heavy imports never
@@ -36,6 +38,8 @@ COMMANDS = {
     "tiny-llava": ("training.stage2.tiny", "main"),
     "bench": ("training.probes.scorer", "main"),
     "bench-compare": ("training.probes.compare", "main"),
+    "study-plan": ("training.studies.cli", "main"),
+    "swap-tower": ("training.studies.tower", "main"),
 }
 
 

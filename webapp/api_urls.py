@@ -18,6 +18,7 @@ from webapp.exports.api import TrainingJobViewSet, VersionViewSet
 from webapp.jobs.api import RunViewSet
 from webapp.probes.api import ROUTES as PROBE_ROUTES
 from webapp.regions.api import RegionViewSet
+from webapp.studies.api import StudyViewSet
 from webapp.trajectories.api import ROUTES as TRAJECTORY_ROUTES
 
 
@@ -62,6 +63,7 @@ router.register("runs", RunViewSet, basename="run")
 router.register("versions", VersionViewSet, basename="version")
 router.register("training-jobs", TrainingJobViewSet, basename="training-job")
 router.register("benchmarks", BenchmarkViewSet, basename="benchmark")
+router.register("studies", StudyViewSet, basename="study")
 for prefix, viewset, basename in TRAJECTORY_ROUTES + EVALUATION_ROUTES + PROBE_ROUTES:
     router.register(prefix, viewset, basename=basename)
 

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "webapp.evaluation",
     "webapp.probes",
     "webapp.benchmarks",
+    "webapp.studies",
 ]
 
 MIDDLEWARE = [

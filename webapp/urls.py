@@ -27,6 +27,7 @@ urlpatterns = [
     path("evaluation/", include("webapp.evaluation.urls")),
     path("benchmarks/", include("webapp.benchmarks.urls")),
     path("probe-sets/", include("webapp.probes.urls")),
+    path("studies/", include("webapp.studies.urls")),
     path("login/", allow("account")(LoginView.as_view()), name="login"),
     path("logout/", allow("account")(auth_views.LogoutView.as_view()), name="logout"),
     path("admin/", admin.site.urls),

@@ -145,7 +145,20 @@ def world(media_root):
     }
     objects["benchmark"] = make_benchmark(users["curator"])
     objects["probe_set"] = objects["benchmark"].probe_set
+    objects["study"] = make_study(version, users["curator"])
     return users, objects
+
+
+def make_study(version, user):
+    """A one-arm study (the base model on the benchmark's probe set), not started."""
+    from webapp.studies.models import Study, StudyStep
+
+    spec = {"name": "matrix-study", "version": str(version.pk), "model": "m", "arms": ["base"],
+            "probe_sets": ["matrix-benchmark-probes"]}  # fmt: skip
+    study = Study.objects.create(name="matrix-study", version=version, spec=spec, created_by=user)
+    StudyStep.objects.create(study=study, key="b" * 64, kind="bench", arms=["base"],
+                             config={"model": "m"})  # fmt: skip
+    return study
 
 
 def make_benchmark(user) -> BenchmarkJob:
@@ -174,6 +187,7 @@ PK_OF = [
     (r"^exports:job_", "job"),
     (r"^benchmarks:", "benchmark"),
     (r"^probes:", "probe_set"),
+    (r"^studies:", "study"),
     (r"^exports:", "version"),
     (r"^evaluation:(rate|seat_image)$", "assignment"),
     (r"^evaluation:(responses_import|generate)$", "system"),
@@ -186,6 +200,7 @@ PK_OF = [
     (r"^training-job-", "job"),
     (r"^benchmark-", "benchmark"),
     (r"^probe-set-", "probe_set"),
+    (r"^study-", "study"),
     (r"^trajectory-", "trajectory"),
     (r"^evaluation-round-", "round"),
     (r"^evaluation-system-", "system"),

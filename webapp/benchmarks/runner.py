@@ -28,6 +28,7 @@ from django.utils import timezone
 from training.probes.layout import Probe, ProbeSet, ProbeSetError
 from training.probes.metrics import parse_all
 from webapp.benchmarks.models import BenchmarkAnswer, BenchmarkJob
+from webapp.core.job_events import BENCHMARK, job_finished
 from webapp.exports.training_jobs import POLL_S, read_log_tail, stated_error
 
 INSERT_BATCH = 2000
@@ -165,6 +166,7 @@ def _finish(job: BenchmarkJob, status: str, error: str = "") -> BenchmarkJob:
         status=status, error=error, finished_at=timezone.now()
     )
     job.refresh_from_db()
+    job_finished(BENCHMARK, job.pk)  # a study waiting on it advances (webapp.core.job_events)
     return job
 
 

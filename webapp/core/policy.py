@@ -63,6 +63,8 @@ POLICY: dict[str, dict[str, frozenset[str]]] = {
     "benchmarks": {READ: EDITORS, WRITE: CURATORS},
     # Probe sets (automatic benchmarks built from curated regions); curators build them.
     "probe-sets": {READ: EDITORS, WRITE: CURATORS},
+    # Studies: the arms of an ablation trained and scored together; curators start them.
+    "studies": {READ: EDITORS, WRITE: CURATORS},
     "webhooks": {READ: CURATORS},
     # Evaluation rounds, their items, systems, responses and results.
     "rounds": {READ_BLIND: CURATORS | RATERS, READ: CURATORS, WRITE: CURATORS},

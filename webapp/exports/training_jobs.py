@@ -28,6 +28,7 @@ from django.utils import timezone
 from training.config import resolve
 from training.kinds import KINDS
 from training.stage2.config import HybridConfig
+from webapp.core.job_events import TRAINING, job_finished
 from webapp.exports.models import DatasetVersion, TrainingJob, TrainingMetric
 from webapp.exports.storage import local_path
 
@@ -312,6 +313,7 @@ def _finish(job: TrainingJob, status: str, error: str = "") -> TrainingJob:
             "last_step": job.last_step,
         },
     )
+    job_finished(TRAINING, job.pk)  # a study waiting on it advances (webapp.core.job_events)
     return job
 
 
