@@ -13,10 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from training.probes.layout import Probe, ProbeSet, ProbeSetError
 from training.probes.metrics import parse_all
 from webapp.benchmarks.models import BenchmarkAnswer, BenchmarkJob
 from webapp.core.job_events import BENCHMARK, job_finished
+from webapp.core.subprocesses import CouldNotStart, run_watched
 from webapp.exports.training_jobs import POLL_S, read_log_tail, stated_error
 
 INSERT_BATCH = 2000
@@ -85,39 +83,33 @@ def run_benchmark_job(*, job_id: int) -> BenchmarkJob | None:
     command = command_for(job)
     BenchmarkJob.objects.filter(pk=job_id).update(command=command)
     log_path = out / "log.txt"
-    with log_path.open("ab") as log:
-        try:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=settings.BASE_DIR,
-                start_new_session=True,
-                env=_environment(),
-            )
-        except OSError as exc:
-            return _finish(job, Status.FAILED, error=f"could not start the scorer: {exc}")
-        cancelled = False
-        size = -1
-        try:
-            while process.poll() is None:
-                time.sleep(POLL_S)
-                size = _follow(job, log_path, unless_size=size)
-                status = BenchmarkJob.objects.values_list("status", flat=True).get(pk=job_id)
-                if status == Status.CANCELLING and not cancelled:
-                    cancelled = True
-                    _stop(process)
-        except BaseException as exc:
-            # The watcher broke (database gone, time limit): stop the scorer it can no longer
-            # follow and say so, rather than leave a job "running".
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            _finish(job, Status.FAILED, error=f"the watcher stopped: {exc!r}")
-            raise
+    size = -1
+
+    def follow() -> None:
+        nonlocal size
+        size = _follow(job, log_path, unless_size=size)
+
+    def cancelling() -> bool:
+        return BenchmarkJob.objects.filter(pk=job_id, status=Status.CANCELLING).exists()
+
+    def watcher_error(exc: BaseException) -> None:
+        _finish(job, Status.FAILED, error=f"the watcher stopped: {exc!r}")
+
+    try:
+        process = run_watched(
+            command,
+            log_path=log_path,
+            env=_environment(),
+            on_tick=follow,
+            cancelling=cancelling,
+            on_watcher_error=watcher_error,
+            poll_s=POLL_S,
+        )
+    except CouldNotStart as exc:
+        return _finish(job, Status.FAILED, error=f"could not start the scorer: {exc}")
     _follow(job, log_path)
     BenchmarkJob.objects.filter(pk=job_id).update(returncode=process.returncode)
-    if cancelled:
+    if process.cancelled:
         return _finish(job, Status.CANCELLED)
     if process.returncode != 0:
         job.refresh_from_db(fields=["log_tail"])
@@ -138,14 +130,6 @@ def _environment() -> dict[str, str]:
     if settings.FGAM_LLM_API_KEY:
         env.setdefault("FGAM_LLM_API_KEY", settings.FGAM_LLM_API_KEY)
     return env
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _follow(job: BenchmarkJob, log_path: Path, *, unless_size: int = -1) -> int:

@@ -14,10 +14,7 @@ import dataclasses
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from training.config import resolve
 from training.kinds import KINDS
 from training.stage2.config import HybridConfig
 from webapp.core.job_events import TRAINING, job_finished
+from webapp.core.subprocesses import CouldNotStart, run_watched
 from webapp.exports.models import DatasetVersion, TrainingJob, TrainingMetric
 from webapp.exports.storage import local_path
 
@@ -232,47 +230,38 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
     command = command_for(job, data)
     TrainingJob.objects.filter(pk=job_id).update(command=command)
     log_path = out / "log.txt"
-    with log_path.open("ab") as log:
-        try:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=settings.BASE_DIR,
-                start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        except OSError as exc:  # the program is missing or not executable
-            return _finish(job, TrainingJob.Status.FAILED, error=f"could not start: {exc}")
-        reader = MetricsReader(job, out / "metrics.jsonl")
-        cancelled = False
-        tail_size = -1
-        try:
-            while process.poll() is None:
-                time.sleep(POLL_S)
-                reader.read_new()
-                tail_size = _update_tail(job, log_path, unless_size=tail_size)
-                status = TrainingJob.objects.values_list("status", flat=True).get(pk=job_id)
-                if status == TrainingJob.Status.CANCELLING and not cancelled:
-                    cancelled = True
-                    os.killpg(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(process.pid, signal.SIGKILL)
-            reader.read_new()
-        except BaseException as exc:
-            # The watcher broke (the database went away, the task hit its time limit): stop the
-            # training it can no longer follow and say so, rather than leave a job "running".
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            _finish(job, TrainingJob.Status.FAILED, error=f"the watcher stopped: {exc!r}")
-            raise
+    reader = MetricsReader(job, out / "metrics.jsonl")
+    tail_size = -1
+
+    def follow() -> None:
+        nonlocal tail_size
+        reader.read_new()
+        tail_size = _update_tail(job, log_path, unless_size=tail_size)
+
+    def cancelling() -> bool:
+        status = TrainingJob.objects.values_list("status", flat=True).get(pk=job_id)
+        return status == TrainingJob.Status.CANCELLING
+
+    def watcher_error(exc: BaseException) -> None:
+        _finish(job, TrainingJob.Status.FAILED, error=f"the watcher stopped: {exc!r}")
+
+    try:
+        process = run_watched(
+            command,
+            log_path=log_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            on_tick=follow,
+            cancelling=cancelling,
+            on_watcher_error=watcher_error,
+            poll_s=POLL_S,
+        )
+    except CouldNotStart as exc:  # the program is missing or not executable
+        return _finish(job, TrainingJob.Status.FAILED, error=f"could not start: {exc}")
+    reader.read_new()
     _update_tail(job, log_path)
     job.returncode = process.returncode
     job.save(update_fields=["returncode"])
-    if cancelled:
+    if process.cancelled:
         return _finish(job, TrainingJob.Status.CANCELLED)
     if process.returncode == 0:
         return _finish(job, TrainingJob.Status.SUCCEEDED)
