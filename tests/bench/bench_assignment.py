@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from tests.bench.bench_import import recreate_database
+from tests.bench.database import recreate_database
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/fgam_eval_bench"
 

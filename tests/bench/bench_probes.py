@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench.bench_export import _defaults, recreate_database, setup_django
+from tests.bench.bench_export import _defaults, setup_django
+from tests.bench.database import recreate_database
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/fgam_bench_probes"

@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 
-from tests.bench.bench_import import recreate_database
+from tests.bench.database import django_for_pages
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/fgam_review_bench"
 
@@ -102,24 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    recreate_database(url)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+    django_for_pages(url)
     from django.test import Client
 
-    # The test client's host, and static URLs without a collectstatic manifest.
-    settings.ALLOWED_HOSTS = ["testserver"]
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    call_command("migrate", verbosity=0)
     started = time.perf_counter()
     _, images = seed(args.regions, args.per_image)
     seeded_s = time.perf_counter() - started

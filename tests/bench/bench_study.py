@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench.bench_import import recreate_database
+from tests.bench.database import recreate_database
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/fgam_study_bench"
 

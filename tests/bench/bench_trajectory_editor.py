@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench.bench_import import recreate_database
 from tests.bench.bench_review import timed
+from tests.bench.database import django_for_pages
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/fgam_traj_bench"
 IMAGES = 1000
@@ -59,26 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    recreate_database(url)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-    import django
-
-    django.setup()
-    from django.conf import settings
+    django_for_pages(url)
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from django.core.management import call_command
     from django.db import connection
     from django.test import Client
 
-    settings.ALLOWED_HOSTS = ["testserver"]
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    call_command("migrate", verbosity=0)
     from webapp.catalog.models import Dataset, Image
     from webapp.trajectories.importing import import_trajectories
     from webapp.trajectories.models import Trajectory

@@ -22,8 +22,8 @@ import os
 import sys
 import time
 
-from tests.bench.bench_import import recreate_database
 from tests.bench.bench_review import timed
+from tests.bench.database import django_for_pages
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/fgam_vocab_bench"
 NOUNS = ["car", "person", "dog", "tree", "bus", "bench", "knife", "glass", "berry", "box"]
@@ -74,23 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    recreate_database(url)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+    django_for_pages(url)
     from django.test import Client
 
-    settings.ALLOWED_HOSTS = ["testserver"]
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    call_command("migrate", verbosity=0)
     started = time.perf_counter()
     dataset_id = seed(args.regions, args.per_image)
     seeded_s = time.perf_counter() - started

@@ -32,7 +32,7 @@ import threading
 import time
 from urllib.parse import urlencode
 
-from tests.bench.bench_import import recreate_database
+from tests.bench.database import recreate_database
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/fgam_load_bench"
 VERSION = re.compile(r'<tr id="row-(\d+)" data-region="\d+" data-version="(\d+)"')
